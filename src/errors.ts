@@ -1,0 +1,34 @@
+/**
+ * Every error nibble throws on purpose is a NibbleError with a stable `code`, so callers can
+ * branch on the kind of failure and people can read the message.
+ */
+export type NibbleErrorCode =
+  | 'webgpu-unavailable' // no navigator.gpu / no adapter / device request failed
+  | 'device-lost' // the GPU device was lost while the engine was alive
+  | 'gpu-error' // a validation / out-of-memory error reported by the device
+  | 'bad-safetensors' // malformed safetensors file (header, dtype, offsets)
+  | 'bad-config' // config.json missing fields or invalid values
+  | 'unsupported-architecture' // model_type not in the Llama family
+  | 'missing-tensor' // a tensor the architecture needs is not in the checkpoint
+  | 'bad-tensor' // a tensor with the wrong shape or dtype
+  | 'not-found' // a file is missing in the model source
+  | 'unauthorized' // gated / private repo without (valid) token
+  | 'network' // network failure after retries, cut bodies, timeouts
+  | 'integrity' // sha256 / size mismatch
+  | 'bad-argument' // a caller passed an invalid option
+  | 'context-overflow' // prompt + generation would exceed the context / KV cache
+  | 'aborted' // an AbortSignal fired
+  | 'no-chat-template'; // chat requested on a model without a template
+
+export class NibbleError extends Error {
+  readonly code: NibbleErrorCode;
+  constructor(code: NibbleErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'NibbleError';
+    this.code = code;
+  }
+}
+
+export function isNibbleError(e: unknown, code?: NibbleErrorCode): e is NibbleError {
+  return e instanceof NibbleError && (code === undefined || e.code === code);
+}

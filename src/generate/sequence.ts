@@ -1,0 +1,134 @@
+import { NibbleError } from '../errors.ts';
+import type { LlamaModel } from '../model/llama.ts';
+
+/**
+ * One sequence in the model's KV cache: which tokens are cached at positions 0..length-1, and
+ * the passes that extend it. Only token ids cross between CPU and GPU: prompt ids are written
+ * in, and each decode step reads back the 4-byte id argmax chose.
+ */
+export class Sequence {
+  readonly model: LlamaModel;
+  /** Token ids whose k/v are in the cache, in order. */
+  cached: number[] = [];
+  private staging: GPUBuffer[] = [];
+  private next = 0;
+
+  constructor(model: LlamaModel) {
+    this.model = model;
+    for (let i = 0; i < 4; i++) {
+      this.staging.push(
+        model.rt.device.createBuffer({
+          label: `token_readback${i}`,
+          size: 16,
+          usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+        }),
+      );
+    }
+  }
+
+  /**
+   * Runs the prompt through the model from the longest prefix already in the cache (chat turns
+   * reuse it), in batched passes of up to maxBatch tokens, and submits the greedy choice of the
+   * next token. Returns a promise of that token id.
+   */
+  prefill(ids: number[], opts: { argmax: boolean } = { argmax: true }): Promise<number> | null {
+    const m = this.model;
+    if (ids.length === 0) throw new NibbleError('bad-argument', 'the prompt has no tokens');
+    if (ids.length > m.ctx) {
+      throw new NibbleError('context-overflow', `the prompt has ${ids.length} tokens but the context holds ${m.ctx}`);
+    }
+    for (const id of ids) {
+      if (!Number.isInteger(id) || id < 0 || id >= m.cfg.vocabSize) {
+        throw new NibbleError('bad-argument', `token id ${id} is outside the vocabulary (0..${m.cfg.vocabSize - 1})`);
+      }
+    }
+    let start = 0;
+    while (start < this.cached.length && start < ids.length && this.cached[start] === ids[start]) start++;
+    if (start === ids.length) start--; // recompute the last token to get its logits
+    this.cached = ids.slice(0, start);
+    const device = m.rt.device;
+    let result: (() => Promise<number>) | null = null;
+    for (let p = start; p < ids.length; p += m.maxBatch) {
+      const chunk = ids.slice(p, Math.min(ids.length, p + m.maxBatch));
+      const last = p + chunk.length === ids.length;
+      device.queue.writeBuffer(m.tokens, 0, new Uint32Array(chunk));
+      const s = { T: chunk.length, pos0: p, headRows: 1 };
+      m.rt.setStep(s);
+      const enc = device.createCommandEncoder();
+      m.rt.record(enc, m.ops(s, { head: last, argmax: last && opts.argmax }), s);
+      if (last && opts.argmax) result = this.readToken(enc);
+      device.queue.submit([enc.finish()]);
+      this.cached.push(...chunk);
+    }
+    return result ? result() : null;
+  }
+
+  /**
+   * Submits one decode step for the token argmax left in tokens[0] (the id the caller will append
+   * with `accept`), without waiting: the next step can be queued before this one's id is read.
+   */
+  decodeStep(): Promise<number> {
+    const m = this.model;
+    const pos = this.cached.length + this.pending;
+    if (pos >= m.ctx) throw new NibbleError('context-overflow', `the context of ${m.ctx} tokens is full`);
+    const s = { T: 1, pos0: pos, headRows: 1 };
+    m.rt.setStep(s);
+    const enc = m.rt.device.createCommandEncoder();
+    m.rt.record(enc, m.ops(s, { head: true, argmax: true }), s);
+    const read = this.readToken(enc);
+    m.rt.device.queue.submit([enc.finish()]);
+    this.pending++;
+    return read();
+  }
+
+  /** Tokens submitted to decode steps whose ids are not yet appended with accept(). */
+  private pending = 0;
+
+  /** Appends a generated token (its k/v were written by the decode step that consumed it). */
+  accept(id: number): void {
+    this.cached.push(id);
+    this.pending = Math.max(0, this.pending - 1);
+  }
+
+  /** Forgets queued steps after a stop (their k/v lie beyond `cached` and get overwritten). */
+  async dropPending(): Promise<void> {
+    this.pending = 0;
+    await this.settle();
+  }
+
+  reset(): void {
+    this.cached = [];
+    this.pending = 0;
+  }
+
+  /** Waits for every outstanding token readback (so their staging buffers can be reused). */
+  async settle(): Promise<void> {
+    await Promise.allSettled([...this.inflight]);
+  }
+
+  private inflight = new Set<Promise<number>>();
+
+  /** Records the copy of tokens[0] into the next staging buffer; call the result after submit. */
+  private readToken(enc: GPUCommandEncoder): () => Promise<number> {
+    const buf = this.staging[this.next];
+    this.next = (this.next + 1) % this.staging.length;
+    enc.copyBufferToBuffer(this.model.tokens, 0, buf, 0, 4);
+    return () => this.mapToken(buf);
+  }
+
+  private mapToken(buf: GPUBuffer): Promise<number> {
+    const p = buf.mapAsync(GPUMapMode.READ).then(() => {
+      const id = new Uint32Array(buf.getMappedRange(0, 4))[0];
+      buf.unmap();
+      return id;
+    });
+    this.inflight.add(p);
+    const done = () => this.inflight.delete(p);
+    p.then(done, done);
+    return p;
+  }
+
+  destroy(): void {
+    for (const b of this.staging) b.destroy();
+  }
+}

@@ -1,0 +1,120 @@
+import { NibbleError } from '../errors.ts';
+
+/** What the engine knows about the GPU it runs on. */
+export interface GpuContext {
+  device: GPUDevice;
+  adapterInfo: AdapterInfo;
+  /** Features nibble can use, as granted on the device. */
+  features: { f16: boolean; subgroups: boolean; timestampQuery: boolean };
+  limits: GPUSupportedLimits;
+}
+
+export interface AdapterInfo {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  /** Short one-line description, e.g. "google swiftshader (Vulkan)". */
+  summary: string;
+}
+
+export interface GpuOptions {
+  /** A GPU object (navigator.gpu or an equivalent from a non-browser runtime); default: globalThis.navigator.gpu. */
+  gpu?: GPU;
+  /** A device the caller already has; nibble uses it as is. */
+  device?: GPUDevice;
+  powerPreference?: GPUPowerPreference;
+  /** Turn off optional features (for testing the portable f32 path). */
+  disableFeatures?: Array<'shader-f16' | 'subgroups' | 'timestamp-query'>;
+}
+
+const LIMIT_KEYS = [
+  'maxBufferSize',
+  'maxStorageBufferBindingSize',
+  'maxComputeWorkgroupStorageSize',
+  'maxComputeInvocationsPerWorkgroup',
+  'maxComputeWorkgroupSizeX',
+  'maxComputeWorkgroupSizeY',
+  'maxComputeWorkgroupSizeZ',
+  'maxComputeWorkgroupsPerDimension',
+  'maxStorageBuffersPerShaderStage',
+  'maxUniformBufferBindingSize',
+] as const;
+
+function describeAdapter(adapter: GPUAdapter): AdapterInfo {
+  const info = (adapter as GPUAdapter & { info?: GPUAdapterInfo }).info;
+  const vendor = info?.vendor ?? '';
+  const architecture = info?.architecture ?? '';
+  const device = info?.device ?? '';
+  const description = info?.description ?? '';
+  const summary = [vendor, architecture, device, description].filter((s) => s).join(' ') || 'unknown adapter';
+  return { vendor, architecture, device, description, summary };
+}
+
+/**
+ * Requests an adapter and a device with the adapter's maximum buffer / binding / workgroup limits
+ * and the optional features nibble accelerates with. Throws NibbleError('webgpu-unavailable')
+ * with the reason when there is no WebGPU.
+ */
+export async function createGpuContext(opts: GpuOptions = {}): Promise<GpuContext> {
+  if (opts.device) {
+    const d = opts.device;
+    return {
+      device: d,
+      adapterInfo: { vendor: '', architecture: '', device: '', description: '', summary: 'caller-provided device' },
+      features: {
+        f16: d.features.has('shader-f16'),
+        subgroups: d.features.has('subgroups'),
+        timestampQuery: d.features.has('timestamp-query'),
+      },
+      limits: d.limits,
+    };
+  }
+  const gpu = opts.gpu ?? (globalThis as { navigator?: { gpu?: GPU } }).navigator?.gpu;
+  if (!gpu) {
+    const secure = (globalThis as { isSecureContext?: boolean }).isSecureContext;
+    const why =
+      secure === false
+        ? 'this page is not a secure context (serve it over https or from http://localhost / 127.0.0.1)'
+        : 'navigator.gpu is undefined (this browser or runtime has no WebGPU, or it is disabled)';
+    throw new NibbleError('webgpu-unavailable', `WebGPU is unavailable: ${why}`);
+  }
+  let adapter: GPUAdapter | null;
+  try {
+    adapter = await gpu.requestAdapter({ powerPreference: opts.powerPreference ?? 'high-performance' });
+  } catch (e) {
+    throw new NibbleError('webgpu-unavailable', `WebGPU is unavailable: requestAdapter failed: ${String(e)}`, { cause: e });
+  }
+  if (!adapter) {
+    throw new NibbleError(
+      'webgpu-unavailable',
+      'WebGPU is unavailable: no GPU adapter was found (no supported GPU/driver, or WebGPU is blocked for this GPU)',
+    );
+  }
+  const disabled = new Set(opts.disableFeatures ?? []);
+  const wanted: GPUFeatureName[] = [];
+  for (const f of ['shader-f16', 'subgroups', 'timestamp-query'] as const) {
+    if (adapter.features.has(f) && !disabled.has(f)) wanted.push(f as GPUFeatureName);
+  }
+  const requiredLimits: Record<string, number> = {};
+  for (const k of LIMIT_KEYS) {
+    const v = (adapter.limits as unknown as Record<string, number>)[k];
+    if (typeof v === 'number') requiredLimits[k] = v;
+  }
+  let device: GPUDevice;
+  try {
+    device = await adapter.requestDevice({ requiredFeatures: wanted, requiredLimits });
+  } catch (e) {
+    throw new NibbleError('webgpu-unavailable', `WebGPU is unavailable: requestDevice failed: ${String(e)}`, { cause: e });
+  }
+  return {
+    device,
+    adapterInfo: describeAdapter(adapter),
+    features: {
+      f16: device.features.has('shader-f16'),
+      subgroups: device.features.has('subgroups'),
+      timestampQuery: device.features.has('timestamp-query'),
+    },
+    limits: device.limits,
+  };
+}

@@ -1,0 +1,89 @@
+/**
+ * BlobSource: model files the user picked in the browser (`<input type="file" webkitdirectory>`,
+ * drag and drop, or the File System Access API), or any Blobs keyed by path.
+ */
+import { NibbleError } from '../errors.ts';
+import type { ModelSource } from './types.ts';
+
+function throwIfAborted(signal: AbortSignal | undefined, what: string): void {
+  if (signal?.aborted) throw new NibbleError('aborted', `${what}: aborted`, { cause: signal.reason });
+}
+
+/**
+ * The path of a picked file inside the model folder. A directory pick gives
+ * `webkitRelativePath` = "<picked folder>/sub/file"; the picked folder is the model root, so
+ * its name is dropped. Plain file picks have an empty webkitRelativePath: use the name.
+ */
+function relativePath(f: File): string {
+  const rel = (f as { webkitRelativePath?: string }).webkitRelativePath;
+  if (rel) {
+    const slash = rel.indexOf('/');
+    return slash >= 0 ? rel.slice(slash + 1) : rel;
+  }
+  return f.name;
+}
+
+export class BlobSource implements ModelSource {
+  readonly description: string;
+  private readonly files: Map<string, Blob>;
+
+  /** @param files path → Blob, or picked Files (an array or a FileList) */
+  constructor(files: Map<string, Blob> | ArrayLike<File>, description?: string) {
+    if (files instanceof Map) {
+      this.files = new Map(files);
+      this.description = description ?? 'picked files';
+    } else {
+      this.files = new Map();
+      let folder: string | undefined;
+      for (const f of Array.from(files)) {
+        this.files.set(relativePath(f), f);
+        const rel = (f as { webkitRelativePath?: string }).webkitRelativePath;
+        if (rel && rel.includes('/')) folder ??= rel.slice(0, rel.indexOf('/'));
+      }
+      this.description = description ?? (folder ? `picked folder "${folder}"` : 'picked files');
+    }
+  }
+
+  /** The paths this source holds. */
+  paths(): string[] {
+    return [...this.files.keys()];
+  }
+
+  private get(path: string): Blob {
+    const blob = this.files.get(path.replace(/^\/+/, ''));
+    if (!blob) throw new NibbleError('not-found', `file ${path} not found in ${this.description}`);
+    return blob;
+  }
+
+  async text(path: string, signal?: AbortSignal): Promise<string> {
+    throwIfAborted(signal, path);
+    const t = await this.get(path).text();
+    throwIfAborted(signal, path);
+    return t;
+  }
+
+  async exists(path: string, signal?: AbortSignal): Promise<boolean> {
+    throwIfAborted(signal, path);
+    return this.files.has(path.replace(/^\/+/, ''));
+  }
+
+  async size(path: string, signal?: AbortSignal): Promise<number> {
+    throwIfAborted(signal, path);
+    return this.get(path).size;
+  }
+
+  async range(path: string, start: number, end: number, signal?: AbortSignal): Promise<Uint8Array> {
+    throwIfAborted(signal, path);
+    const blob = this.get(path);
+    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end < start || end > blob.size) {
+      throw new NibbleError('bad-argument', `range [${start}, ${end}) is outside file ${path} (${blob.size} bytes)`);
+    }
+    // Blob.slice is lazy: only the requested bytes are read from disk.
+    const bytes = new Uint8Array(await blob.slice(start, end).arrayBuffer());
+    throwIfAborted(signal, path);
+    if (bytes.length !== end - start) {
+      throw new NibbleError('network', `${path}: read cut short: got ${bytes.length} of ${end - start} bytes`);
+    }
+    return bytes;
+  }
+}

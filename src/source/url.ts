@@ -1,0 +1,211 @@
+/**
+ * UrlSource: a model folder served over HTTP(S) at a base URL; file `p` is `${baseUrl}/${p}`.
+ *
+ * Byte ranges use the `Range` header. No retries here: a failed request is a NibbleError right
+ * away (the Hub source layers retries on top).
+ */
+import { NibbleError } from '../errors.ts';
+import type { ModelSource } from './types.ts';
+
+export interface UrlSourceOptions {
+  /** fetch implementation (default: globalThis.fetch), e.g. for tests or auth wrappers. */
+  fetch?: typeof fetch;
+  /** Headers sent with every request, e.g. `{ Authorization: 'Bearer hf_...' }`. */
+  headers?: Record<string, string>;
+}
+
+/**
+ * When a server ignores `Range` and answers 200 with the whole file, we only accept it if the
+ * whole body is not much bigger than what was asked for; otherwise a 4-byte read of a 5 GB
+ * shard would pull the whole shard into memory.
+ */
+const MAX_UNRANGED_OVERREAD = 64 * 1024 * 1024;
+
+function abortError(signal: AbortSignal | undefined, what: string): NibbleError {
+  return new NibbleError('aborted', `${what}: aborted`, { cause: signal?.reason });
+}
+
+function throwIfAborted(signal: AbortSignal | undefined, what: string): void {
+  if (signal?.aborted) throw abortError(signal, what);
+}
+
+/** Parses `bytes a-b/total` (or `bytes *` + `/total`) → {start, end (inclusive), total}; fields NaN when absent. */
+function parseContentRange(v: string | null): { start: number; end: number; total: number } | null {
+  if (!v) return null;
+  const m = /^\s*bytes\s+(?:(\d+)-(\d+)|\*)\/(\d+|\*)\s*$/i.exec(v);
+  if (!m) return null;
+  return {
+    start: m[1] !== undefined ? Number(m[1]) : NaN,
+    end: m[2] !== undefined ? Number(m[2]) : NaN,
+    total: m[3] !== '*' ? Number(m[3]) : NaN,
+  };
+}
+
+function parseLength(v: string | null): number | null {
+  if (v === null || !/^\s*\d+\s*$/.test(v)) return null;
+  const n = Number(v);
+  return Number.isSafeInteger(n) ? n : null;
+}
+
+/** Drops a response body we will not read, so the connection is released. */
+function discard(res: Response): void {
+  res.body?.cancel().catch(() => {});
+}
+
+export class UrlSource implements ModelSource {
+  readonly description: string;
+  private readonly base: string;
+  private readonly fetchFn: typeof fetch;
+  private readonly headers: Record<string, string>;
+
+  constructor(baseUrl: string, opts: UrlSourceOptions = {}) {
+    this.base = baseUrl.replace(/\/+$/, '');
+    this.description = this.base;
+    // Bind: calling an unbound `fetch` with another `this` throws "Illegal invocation" in browsers.
+    this.fetchFn = opts.fetch ?? ((input, init) => globalThis.fetch(input, init));
+    this.headers = { ...(opts.headers ?? {}) };
+  }
+
+  /** The URL of a file; each path segment is percent-encoded, `/` separators kept. */
+  url(path: string): string {
+    const clean = path.replace(/^\/+/, '');
+    return `${this.base}/${clean.split('/').map(encodeURIComponent).join('/')}`;
+  }
+
+  /** One HTTP request; fetch failures become NibbleError 'network' / 'aborted'. Status is not checked. */
+  private async request(
+    path: string,
+    method: 'GET' | 'HEAD',
+    extra: Record<string, string>,
+    signal: AbortSignal | undefined,
+  ): Promise<Response> {
+    const url = this.url(path);
+    throwIfAborted(signal, url);
+    try {
+      return await this.fetchFn(url, { method, headers: { ...this.headers, ...extra }, signal });
+    } catch (e) {
+      if (signal?.aborted) throw abortError(signal, url);
+      throw new NibbleError('network', `${method} ${url} failed: ${(e as Error)?.message ?? String(e)}`, { cause: e });
+    }
+  }
+
+  /** Maps a non-ok status to the matching NibbleError (and releases the body). */
+  private statusError(res: Response, path: string, method: string): NibbleError {
+    discard(res);
+    const url = this.url(path);
+    if (res.status === 404) return new NibbleError('not-found', `file ${path} not found at ${this.base}`);
+    if (res.status === 401 || res.status === 403) {
+      return new NibbleError(
+        'unauthorized',
+        `HTTP ${res.status} for ${url}: the model is gated or private: pass a token (or check that it has access)`,
+      );
+    }
+    return new NibbleError('network', `HTTP ${res.status}${res.statusText ? ' ' + res.statusText : ''} for ${method} ${url}`);
+  }
+
+  /** Reads a whole body; a dropped connection mid-body becomes 'network' / 'aborted'. */
+  private async body(res: Response, path: string, signal: AbortSignal | undefined): Promise<Uint8Array> {
+    try {
+      return new Uint8Array(await res.arrayBuffer());
+    } catch (e) {
+      const url = this.url(path);
+      if (signal?.aborted) throw abortError(signal, url);
+      throw new NibbleError('network', `reading ${url} failed: ${(e as Error)?.message ?? String(e)}`, { cause: e });
+    }
+  }
+
+  async text(path: string, signal?: AbortSignal): Promise<string> {
+    const res = await this.request(path, 'GET', {}, signal);
+    if (!res.ok) throw this.statusError(res, path, 'GET');
+    return new TextDecoder().decode(await this.body(res, path, signal));
+  }
+
+  async exists(path: string, signal?: AbortSignal): Promise<boolean> {
+    try {
+      await this.size(path, signal);
+      return true;
+    } catch (e) {
+      if (e instanceof NibbleError && e.code === 'not-found') return false;
+      throw e; // unauthorized / network / aborted are not "absent"
+    }
+  }
+
+  async size(path: string, signal?: AbortSignal): Promise<number> {
+    const head = await this.request(path, 'HEAD', {}, signal);
+    if (head.ok) {
+      const len = parseLength(head.headers.get('content-length'));
+      if (len !== null) return len;
+    } else if (head.status === 404 || head.status === 401 || head.status === 403) {
+      throw this.statusError(head, path, 'HEAD');
+    }
+    // No usable HEAD (method not allowed, or no Content-Length): ask for one byte and read
+    // the total from Content-Range.
+    const res = await this.request(path, 'GET', { Range: 'bytes=0-0' }, signal);
+    if (res.status === 206 || res.status === 416) {
+      // 416 is what a server answers for an empty file (`Content-Range: bytes */0`).
+      const cr = parseContentRange(res.headers.get('content-range'));
+      discard(res);
+      if (cr && Number.isSafeInteger(cr.total)) return cr.total;
+      throw new NibbleError('network', `${this.url(path)}: cannot tell the file size (no Content-Length or Content-Range)`);
+    }
+    if (res.ok) {
+      // Range ignored: the 200 body is the whole file.
+      const len = parseLength(res.headers.get('content-length'));
+      if (len !== null) {
+        discard(res);
+        return len;
+      }
+      return (await this.body(res, path, signal)).length;
+    }
+    throw this.statusError(res, path, 'GET');
+  }
+
+  async range(path: string, start: number, end: number, signal?: AbortSignal): Promise<Uint8Array> {
+    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end < start) {
+      throw new NibbleError('bad-argument', `range(${path}, ${start}, ${end}): need integers 0 <= start <= end`);
+    }
+    const want = end - start;
+    if (want === 0) {
+      throwIfAborted(signal, this.url(path));
+      return new Uint8Array(0);
+    }
+    const url = this.url(path);
+    const res = await this.request(path, 'GET', { Range: `bytes=${start}-${end - 1}` }, signal);
+    let bytes: Uint8Array;
+    if (res.status === 206) {
+      const cr = parseContentRange(res.headers.get('content-range'));
+      if (cr && Number.isFinite(cr.start) && cr.start !== start) {
+        discard(res);
+        throw new NibbleError('network', `${url}: asked for bytes from ${start} but the server sent from ${cr.start}`);
+      }
+      bytes = await this.body(res, path, signal);
+    } else if (res.status === 200) {
+      // The server ignored Range and is sending the whole file: take our slice of it.
+      const total = parseLength(res.headers.get('content-length'));
+      if (total !== null && total - want > MAX_UNRANGED_OVERREAD) {
+        discard(res);
+        throw new NibbleError(
+          'network',
+          `${url}: the server ignored the Range header and would send the whole ${total}-byte file for a ${want}-byte read`,
+        );
+      }
+      const whole = await this.body(res, path, signal);
+      if (total !== null && whole.length !== total) {
+        throw new NibbleError('network', `${url}: body cut short: got ${whole.length} of ${total} bytes`);
+      }
+      if (whole.length < end) {
+        throw new NibbleError('network', `${url}: body cut short: got ${Math.max(0, whole.length - start)} of ${want} bytes`);
+      }
+      bytes = whole.subarray(start, end);
+    } else {
+      throw this.statusError(res, path, 'GET');
+    }
+    if (bytes.length < want) {
+      throw new NibbleError('network', `${url}: range ${start}-${end - 1}: body cut short: got ${bytes.length} of ${want} bytes`);
+    }
+    if (bytes.length > want) {
+      throw new NibbleError('network', `${url}: range ${start}-${end - 1}: body too long: got ${bytes.length} of ${want} bytes`);
+    }
+    return bytes;
+  }
+}

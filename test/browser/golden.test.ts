@@ -1,0 +1,51 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { openHarness, type Caller } from './page.ts';
+import { modelsDir } from '../../src/node/paths.ts';
+import { maxAbsDiff } from '../ref/cpu.ts';
+
+/**
+ * stories260K (a real trained Llama: GQA 8:4, tied embeddings) reproduces golden.json through the
+ * whole path in headless Chromium on a page Vite serves: tokenizer ids, every greedy token, and
+ * the recorded logits within 1e-3.
+ */
+interface GoldenPrompt {
+  prompt: string;
+  hf_input_ids: number[];
+  generated_ids: number[];
+  generated_text: string;
+  full_text: string;
+  logits_first_generated_position: { values: number[]; argmax: number };
+  logits_last_position: { values: number[]; argmax: number };
+}
+const golden = JSON.parse(readFileSync(join(modelsDir(), 'stories260K', 'golden.json'), 'utf8')) as { prompts: GoldenPrompt[] };
+
+let call: Caller;
+let close: () => Promise<void>;
+beforeAll(async () => {
+  ({ call, close } = await openHarness());
+});
+afterAll(async () => close?.());
+
+describe('stories260K golden (browser, f32)', () => {
+  it('reproduces every prompt: ids, 48 greedy tokens, text, logits', async () => {
+    const { results, info } = await call('golden', {
+      model: '/models/stories260K',
+      prompts: golden.prompts.map((p) => p.prompt),
+      maxNewTokens: 48,
+    });
+    expect(info.config.numKvHeads).toBe(4);
+    expect(results).toHaveLength(golden.prompts.length);
+    golden.prompts.forEach((g, i) => {
+      const r = results[i];
+      expect(r.promptTokenIds, `prompt ids of ${JSON.stringify(g.prompt)}`).toEqual(g.hf_input_ids);
+      expect(r.tokenIds, `generated ids of ${JSON.stringify(g.prompt)}`).toEqual(g.generated_ids);
+      expect(r.text).toBe(g.generated_text);
+      expect(r.streamed).toBe(g.generated_text);
+      expect(maxAbsDiff(r.logitsFirst, g.logits_first_generated_position.values)).toBeLessThan(1e-3);
+      expect(maxAbsDiff(r.logitsLast, g.logits_last_position.values)).toBeLessThan(1e-3);
+      expect(r.timings.decodeTokensPerSecond).toBeGreaterThan(0);
+    });
+  });
+});

@@ -1,0 +1,243 @@
+/**
+ * Test harness page (served by Vite, driven by puppeteer from test/browser/*.test.ts). It runs
+ * nibble's kernels and engine straight from src/ on the page's WebGPU and hands plain arrays back;
+ * the Node side computes the CPU references and compares.
+ */
+import { createGpuContext, type GpuContext } from '../../src/gpu/context.ts';
+import { Runtime, type Op } from '../../src/kernels/runtime.ts';
+import { embedOp, linearOp, type LinearMode } from '../../src/kernels/linear.ts';
+import { argmaxOp, attentionOp, ropeKvOp, ropeTable, rmsnormOp, swigluOp } from '../../src/kernels/ops.ts';
+import { getFormat } from '../../src/quant/format.ts';
+import '../../src/quant/f32.ts';
+import { Engine, type LoadOptions } from '../../src/api/engine.ts';
+
+let ctxPromise: Promise<GpuContext> | null = null;
+async function rt(): Promise<Runtime> {
+  ctxPromise ??= createGpuContext();
+  return new Runtime(await ctxPromise);
+}
+
+type Arr = number[];
+const f32 = (a: Arr) => new Float32Array(a);
+
+async function runOps(r: Runtime, ops: Op[], s: { T: number; pos0?: number; headRows?: number }) {
+  r.device.pushErrorScope('validation');
+  r.run(ops, { T: s.T, pos0: s.pos0 ?? 0, headRows: s.headRows ?? 1 });
+  const err = await r.device.popErrorScope();
+  if (err) throw new Error(`GPU validation error: ${err.message}`);
+}
+
+async function readF32(r: Runtime, b: GPUBuffer, n: number): Promise<Arr> {
+  return Array.from(new Float32Array(await r.read(b, 0, n * 4)));
+}
+
+/** Uploads a weight through its format's builder, in row chunks like the loader does. */
+function weight(r: Runtime, format: string, W: Arr, rows: number, cols: number, chunkRows = 7) {
+  const b = getFormat(format)!.create(r, rows, cols, 'W');
+  const all = f32(W);
+  for (let r0 = 0; r0 < rows; r0 += chunkRows) {
+    const n = Math.min(chunkRows, rows - r0);
+    b.write(r0, 'F32', new Uint8Array(all.buffer, r0 * cols * 4, n * cols * 4));
+  }
+  return b.finish();
+}
+
+const api = {
+  async info() {
+    const c = await (ctxPromise ??= createGpuContext());
+    return { adapter: c.adapterInfo, features: c.features, maxBuffer: c.limits.maxBufferSize };
+  },
+
+  async rmsnorm(a: { x: Arr; w: Arr; T: number; H: number; eps: number; last?: boolean; headRows?: number }) {
+    const r = await rt();
+    const x = r.upload(f32(a.x), 'x');
+    const out = r.buffer(a.T * a.H * 4, 'out');
+    const op = rmsnormOp(r, { x, out, weight: r.upload(f32(a.w), 'w'), H: a.H, eps: a.eps, last: a.last });
+    await runOps(r, [op], { T: a.T, headRows: a.headRows });
+    return readF32(r, out, (a.last ? a.headRows! : a.T) * a.H);
+  },
+
+  async linear(a: {
+    format: string;
+    x: Arr;
+    W: Arr;
+    M: number;
+    N: number;
+    K: number;
+    mode: LinearMode;
+    bias?: Arr;
+    y0?: Arr;
+    head?: boolean;
+  }) {
+    const r = await rt();
+    const w = weight(r, a.format, a.W, a.N, a.K);
+    const x = r.upload(f32(a.x), 'x');
+    const y = r.buffer(a.M * a.N * 4, 'y');
+    if (a.y0) r.device.queue.writeBuffer(y, 0, f32(a.y0));
+    const op = linearOp(r, w, a.mode, { x, y, bias: a.bias ? r.upload(f32(a.bias), 'bias') : undefined, accumulate: !!a.y0, head: a.head }, 'linear');
+    await runOps(r, [op], a.head ? { T: 999, headRows: a.M } : { T: a.M });
+    return readF32(r, y, a.M * a.N);
+  },
+
+  async embed(a: { format: string; table: Arr; V: number; H: number; ids: Arr }) {
+    const r = await rt();
+    const w = weight(r, a.format, a.table, a.V, a.H);
+    const ids = r.upload(new Uint32Array(a.ids), 'ids');
+    const out = r.buffer(a.ids.length * a.H * 4, 'out');
+    await runOps(r, [embedOp(r, w, ids, out)], { T: a.ids.length });
+    return readF32(r, out, a.ids.length * a.H);
+  },
+
+  /** rope_kv then attention for T new tokens at pos0 over a cache pre-filled with kPrev/vPrev. */
+  async attention(a: {
+    qkv: Arr; // [T, (NH + 2 NKV) D]
+    kPrev: Arr; // [NKV, pos0, D] rotated
+    vPrev: Arr;
+    T: number;
+    pos0: number;
+    NH: number;
+    NKV: number;
+    D: number;
+    ctx: number;
+    invFreq: Arr;
+  }) {
+    const r = await rt();
+    const { NH, NKV, D, ctx, T, pos0 } = a;
+    const qkv = r.upload(f32(a.qkv), 'qkv');
+    const q = r.buffer(T * NH * D * 4, 'q');
+    const k = r.buffer(NKV * ctx * D * 4, 'k');
+    const v = r.buffer(NKV * ctx * D * 4, 'v');
+    for (let g = 0; g < NKV; g++) {
+      if (pos0 === 0) break;
+      r.device.queue.writeBuffer(k, g * ctx * D * 4, f32(a.kPrev.slice(g * pos0 * D, (g + 1) * pos0 * D)));
+      r.device.queue.writeBuffer(v, g * ctx * D * 4, f32(a.vPrev.slice(g * pos0 * D, (g + 1) * pos0 * D)));
+    }
+    const cs = r.upload(ropeTable(f32(a.invFreq), ctx), 'cs');
+    const out = r.buffer(T * NH * D * 4, 'out');
+    const shape = { nHeads: NH, nKvHeads: NKV, headDim: D, ctx };
+    const ops = [ropeKvOp(r, { ...shape, qkv, q, k, v, cosSin: cs }), attentionOp(r, { ...shape, q, out, k, v })];
+    await runOps(r, ops, { T, pos0 });
+    return {
+      q: await readF32(r, q, T * NH * D),
+      k: await readF32(r, k, NKV * ctx * D),
+      v: await readF32(r, v, NKV * ctx * D),
+      out: await readF32(r, out, T * NH * D),
+    };
+  },
+
+  async swiglu(a: { gu: Arr; T: number; I: number }) {
+    const r = await rt();
+    const gu = r.upload(f32(a.gu), 'gu');
+    const out = r.buffer(a.T * a.I * 4, 'out');
+    await runOps(r, [swigluOp(r, { gateUp: gu, out, I: a.I })], { T: a.T });
+    return readF32(r, out, a.T * a.I);
+  },
+
+  async argmax(a: { logits: Arr; V: number; rows: number }) {
+    const r = await rt();
+    const logits = r.upload(f32(a.logits), 'logits');
+    const out = r.buffer(16, 'out');
+    await runOps(r, [argmaxOp(r, { logits, out, V: a.V })], { T: 1, headRows: a.rows });
+    return new Uint32Array(await r.read(out, 0, 4))[0];
+  },
+
+  /** Loads a model and runs greedy generation + logits for each prompt (the golden test). */
+  async golden(a: { model: string; prompts: string[]; maxNewTokens: number; load?: LoadOptions }) {
+    const engine = await Engine.load(a.model, a.load);
+    try {
+      const out = [];
+      for (const prompt of a.prompts) {
+        let streamed = '';
+        const gen = engine.generate(prompt, { maxNewTokens: a.maxNewTokens, ignoreEos: true });
+        for await (const t of gen) streamed += t;
+        const res = await gen.result;
+        const ids = [...res.promptTokenIds, ...res.tokenIds];
+        const first = (await engine.logits(res.promptTokenIds, 1))[0];
+        const last = (await engine.logits(ids.slice(0, -1), 1))[0];
+        out.push({ ...res, streamed, logitsFirst: Array.from(first), logitsLast: Array.from(last) });
+      }
+      return { results: out, info: engine.info };
+    } finally {
+      engine.dispose();
+    }
+  },
+
+  /** Load + repeated generations: timings only (profiling aid). */
+  async timings(a: { model: string; prompt: string; maxNewTokens: number; runs: number; load?: LoadOptions }) {
+    const t0 = performance.now();
+    const engine = await Engine.load(a.model, a.load);
+    const loadMs = performance.now() - t0;
+    try {
+      const runs = [];
+      for (let i = 0; i < a.runs; i++) runs.push((await engine.generate(a.prompt, { maxNewTokens: a.maxNewTokens }).result).timings);
+      return { loadMs, runs, info: engine.info };
+    } finally {
+      engine.dispose();
+    }
+  },
+
+  /** Profiling aid: cost of a readback round trip vs. GPU work of decode steps. */
+  async micro(a: { model: string; steps: number }) {
+    const engine = await Engine.load(a.model);
+    const m = engine.model;
+    const r = m.rt;
+    const res: Record<string, number> = {};
+    const staging = r.device.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    let t = performance.now();
+    for (let i = 0; i < a.steps; i++) {
+      const enc = r.device.createCommandEncoder();
+      enc.copyBufferToBuffer(m.tokens, 0, staging, 0, 4);
+      r.device.queue.submit([enc.finish()]);
+      await staging.mapAsync(GPUMapMode.READ);
+      staging.unmap();
+    }
+    res.readbackMs = (performance.now() - t) / a.steps;
+    t = performance.now();
+    for (let i = 0; i < a.steps; i++) {
+      const s = { T: 1, pos0: i, headRows: 1 };
+      r.run(m.ops(s, { head: true, argmax: true }), s);
+    }
+    await r.device.queue.onSubmittedWorkDone();
+    res.decodeGpuMs = (performance.now() - t) / a.steps;
+    const all = m.ops({ T: 1, pos0: 0, headRows: 1 }, { head: true, argmax: true });
+    for (const label of ['embed', 'rmsnorm', 'qkv', 'rope', 'attention', 'swiglu', 'argmax', 'lm_head']) {
+      const ops = all.filter((o) => o.label.includes(label));
+      t = performance.now();
+      for (let i = 0; i < a.steps; i++) r.run(ops, { T: 1, pos0: i, headRows: 1 });
+      await r.device.queue.onSubmittedWorkDone();
+      res[label + 'Ms'] = (performance.now() - t) / a.steps;
+    }
+    engine.dispose();
+    return res;
+  },
+
+  /** Loads a model and returns logits for every position of `ids` (reference comparisons). */
+  async logitsAll(a: { model: string; ids: number[]; load?: LoadOptions; generate?: number }) {
+    const engine = await Engine.load(a.model, a.load);
+    try {
+      const rows = await engine.logits(a.ids, a.ids.length);
+      let generated: number[] = [];
+      if (a.generate) {
+        generated = (await engine.generate('', { promptIds: a.ids, maxNewTokens: a.generate, ignoreEos: true }).result).tokenIds;
+      }
+      return { logits: rows.map((r) => Array.from(r)), generated, info: engine.info };
+    } finally {
+      engine.dispose();
+    }
+  },
+
+  /** Runs a load that is expected to fail; returns the error's code and message. */
+  async loadError(a: { model: string; load?: LoadOptions }) {
+    try {
+      const e = await Engine.load(a.model, a.load);
+      e.dispose();
+      return null;
+    } catch (e) {
+      return { code: (e as { code?: string }).code ?? null, message: String((e as Error).message ?? e) };
+    }
+  },
+};
+
+export type HarnessApi = typeof api;
+(globalThis as unknown as { nibbleTest: HarnessApi }).nibbleTest = api;
+document.getElementById('status')!.textContent = 'ready';
