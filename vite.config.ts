@@ -41,10 +41,14 @@ export default defineConfig({
       }
     : {
         outDir: 'dist',
-        emptyOutDir: false,
+        emptyOutDir: true,
         target: 'es2022',
         sourcemap: true,
-        lib: { entry: resolve(root, 'src/index.ts'), formats: ['es'], fileName: () => 'nibble.js' },
+        lib: {
+          entry: { nibble: resolve(root, 'src/index.ts'), runner: resolve(root, 'src/runner.ts') },
+          formats: ['es'],
+          fileName: (_format, name) => `${name}.js`,
+        },
         rollupOptions: { external: [] },
       },
 });

@@ -5,7 +5,7 @@ import { openCheckpoint } from '../loader/safetensors.ts';
 import { checkTensors, parseConfig, type LlamaConfig } from '../model/config.ts';
 import { LlamaModel, type LoadProgress } from '../model/llama.ts';
 import { normalizePlan, planKey, type QuantOption, type QuantPlan } from '../quant/plan.ts';
-import '../quant/f32.ts';
+import '../quant/formats.ts';
 import { Sequence } from '../generate/sequence.ts';
 import { TextTokenizer } from '../tokenizer.ts';
 import type { ModelSource } from '../source/types.ts';
@@ -18,6 +18,8 @@ export interface LoadOptions extends GpuOptions, SourceOptions {
   contextLength?: number;
   /** Most prompt tokens per batched pass (default 256). */
   maxBatch?: number;
+  /** Bytes of one streamed checkpoint read (default 8 MiB): the loader's host-memory bound. */
+  chunkBytes?: number;
   /** Rows of logits one pass may return (evaluation); default from a 64 MiB budget. */
   maxLogitRows?: number;
   onProgress?: (p: LoadProgress) => void;
@@ -70,9 +72,14 @@ export interface EngineInfo {
   quant: QuantPlan;
   quantKey: string;
   contextLength: number;
+  /** GPU bytes of all weights: 2-D weights (codes + scales), norms and biases. */
   weightBytes: number;
-  /** GPU bytes of all weights (scales included) × 8 / number of 2-D weight parameters. */
+  /** Bits per 2-D weight parameter on the GPU, scales included (norms and biases excluded). */
   bitsPerWeight: number;
+  /** Parameters per weight format, e.g. { nf4: 1.2e9, int8: 2.6e8 }. */
+  formats: Record<string, number>;
+  /** Most checkpoint bytes the loader held in host memory at once. */
+  loaderPeakHostBytes: number;
   dispatchesPerToken: number;
   loadMs: number;
 }
@@ -136,6 +143,7 @@ export class Engine {
         contextLength: opts.contextLength,
         maxBatch: opts.maxBatch,
         maxLogitRows: opts.maxLogitRows,
+        chunkBytes: opts.chunkBytes,
         signal: opts.signal,
         onProgress: opts.onProgress,
       });
@@ -154,7 +162,9 @@ export class Engine {
       quantKey: planKey(plan),
       contextLength: m.ctx,
       weightBytes: m.weightBytes,
-      bitsPerWeight: (m.weightBytes * 8) / m.weightCount,
+      bitsPerWeight: (m.matrixBytes * 8) / m.weightCount,
+      formats: m.formats,
+      loaderPeakHostBytes: m.hostMemory.peak,
       dispatchesPerToken: m.dispatchesPerToken,
       loadMs,
     };
@@ -246,6 +256,50 @@ export class Engine {
       const out: Float32Array[] = [];
       for (let r = 0; r < rows; r++) out.push(buf.slice(r * V, (r + 1) * V));
       return out;
+    });
+  }
+
+  /**
+   * Perplexity of a token sequence under the model (teacher forcing): batched passes of up to
+   * maxLogitRows tokens over a continuing KV cache, each producing logits for all its rows;
+   * log-softmax on the CPU in float64. Returns the mean negative log-likelihood (nats) of
+   * ids[1..] given their prefixes, and exp of it.
+   */
+  async perplexity(ids: number[]): Promise<{ perplexity: number; nll: number; tokens: number }> {
+    return this.exclusive(async () => {
+      this.check();
+      const m = this.model;
+      if (ids.length < 2) throw new NibbleError('bad-argument', 'perplexity needs at least 2 tokens');
+      if (ids.length > m.ctx) {
+        throw new NibbleError('context-overflow', `the text has ${ids.length} tokens but the context holds ${m.ctx}; use a longer contextLength`);
+      }
+      const V = m.cfg.vocabSize;
+      const step = Math.min(m.maxLogitRows, m.maxBatch);
+      this.seq.reset();
+      let nll = 0;
+      let count = 0;
+      for (let p = 0; p < ids.length - 1; p += step) {
+        const chunk = ids.slice(p, Math.min(ids.length - 1, p + step));
+        const T = chunk.length;
+        m.rt.device.queue.writeBuffer(m.tokens, 0, new Uint32Array(chunk));
+        const s = { T, pos0: p, headRows: T };
+        m.rt.run(m.ops(s, { head: true, argmax: false }), s);
+        const logits = new Float32Array(await m.rt.read(m.logits, 0, T * V * 4));
+        for (let t = 0; t < T; t++) {
+          const row = logits.subarray(t * V, (t + 1) * V);
+          let mx = -Infinity;
+          for (let v = 0; v < V; v++) if (row[v] > mx) mx = row[v];
+          let sum = 0;
+          for (let v = 0; v < V; v++) sum += Math.exp(row[v] - mx);
+          const target = ids[p + t + 1];
+          nll += Math.log(sum) + mx - row[target];
+          count++;
+        }
+      }
+      this.seq.cached = ids.slice(0, -1);
+      if (this.lostError) throw this.lostError;
+      const mean = nll / count;
+      return { perplexity: Math.exp(mean), nll: mean, tokens: count };
     });
   }
 

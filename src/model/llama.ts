@@ -76,7 +76,11 @@ export class LlamaModel {
   /** Token ids of the current pass; slot 0 also receives argmax's choice. */
   readonly tokens: GPUBuffer;
   readonly logits: GPUBuffer;
+  /** GPU bytes of every weight: 2-D weights (codes + scales) plus norm vectors and biases. */
   readonly weightBytes: number;
+  /** GPU bytes of the 2-D weights alone (codes + scales). */
+  readonly matrixBytes: number;
+  /** Parameters in 2-D weights. */
   readonly weightCount: number;
   readonly formats: Record<string, number>;
   readonly hostMemory: HostMemoryMeter;
@@ -94,7 +98,7 @@ export class LlamaModel {
     w: { embed: GpuWeight; head: GpuWeight; finalNorm: GPUBuffer; layers: LayerWeights[] },
     dims: { ctx: number; maxBatch: number; maxLogitRows: number },
     owned: GPUBuffer[],
-    stats: { weightBytes: number; weightCount: number; formats: Record<string, number>; host: HostMemoryMeter },
+    stats: { weightBytes: number; matrixBytes: number; weightCount: number; formats: Record<string, number>; host: HostMemoryMeter },
   ) {
     this.rt = rt;
     this.cfg = cfg;
@@ -102,6 +106,7 @@ export class LlamaModel {
     this.maxBatch = dims.maxBatch;
     this.maxLogitRows = dims.maxLogitRows;
     this.weightBytes = stats.weightBytes;
+    this.matrixBytes = stats.matrixBytes;
     this.weightCount = stats.weightCount;
     this.formats = stats.formats;
     this.hostMemory = stats.host;
@@ -196,6 +201,7 @@ export class LlamaModel {
     const owned: GPUBuffer[] = [];
     const formats: Record<string, number> = {};
     let weightBytes = 0;
+    let matrixBytes = 0;
     let weightCount = 0;
 
     const all = [...tensors.values()];
@@ -260,6 +266,7 @@ export class LlamaModel {
       const w = b.finish();
       owned.push(...w.buffers);
       weightBytes += w.bytes;
+      matrixBytes += w.bytes;
       weightCount += rows * cols;
       formats[format] = (formats[format] ?? 0) + rows * cols;
       return w;
@@ -323,6 +330,7 @@ export class LlamaModel {
     opts.onProgress?.({ phase: 'done', bytesDone, bytesTotal, tensorsDone, tensorsTotal: needed.size });
     return new LlamaModel(rt, cfg, { embed, head, finalNorm, layers }, { ctx, maxBatch, maxLogitRows }, owned, {
       weightBytes,
+      matrixBytes,
       weightCount,
       formats,
       host,

@@ -8,7 +8,7 @@ import { Runtime, type Op } from '../../src/kernels/runtime.ts';
 import { embedOp, linearOp, type LinearMode } from '../../src/kernels/linear.ts';
 import { argmaxOp, attentionOp, ropeKvOp, ropeTable, rmsnormOp, swigluOp } from '../../src/kernels/ops.ts';
 import { getFormat } from '../../src/quant/format.ts';
-import '../../src/quant/f32.ts';
+import '../../src/quant/formats.ts';
 import { Engine, type LoadOptions } from '../../src/api/engine.ts';
 
 let ctxPromise: Promise<GpuContext> | null = null;

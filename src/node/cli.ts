@@ -1,0 +1,239 @@
+import { parseArgs } from 'node:util';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { RuntimeHost } from './host.ts';
+import type { GpuMode } from './browser.ts';
+import type { LoadOptions } from '../api/engine.ts';
+import type { LoadProgress } from '../model/llama.ts';
+
+/**
+ * nibble's command line. Engine work runs in headless Chromium on WebGPU (RuntimeHost); the
+ * Hub mirror and the synthetic-model writer run in Node.
+ */
+const USAGE = `nibble — LLM inference on WebGPU
+
+Usage:
+  nibble generate --model M --prompt TEXT [--max-new-tokens N] [--quant Q] [--json]
+  nibble eval --model M --text-file F [--quant Q] [--json]
+  nibble hub-serve --dir DIR [--port N] [--host H] [--latency-ms MS] [--cut-after BYTES] [--fail-rate P]
+  nibble synth --shape S [--dtype bf16|f16|f32] [--out DIR] [--shards N] [--layers N] [--seed N]
+
+Model M: a local folder in Hugging Face layout, a URL of one, or a Hub id "org/name".
+Common options:
+  --quant Q            f32 (default), f16, int8, nf4, nf4-dq
+  --context-length N   KV cache length (default min(max_position_embeddings, 4096))
+  --gpu MODE           auto (default) | swiftshader | native
+  --hub URL            Hub endpoint (default $HF_ENDPOINT or https://huggingface.co)
+  --revision REV       Hub revision (default main)
+  --token TOKEN        Hub access token (default $HF_TOKEN)
+Synthetic shapes: smollm2-135m, smollm2-360m, llama-3.2-1b, qwen2.5-0.5b`;
+
+class UsageError extends Error {}
+
+const COMMON = {
+  model: { type: 'string' },
+  quant: { type: 'string' },
+  'context-length': { type: 'string' },
+  gpu: { type: 'string' },
+  hub: { type: 'string' },
+  revision: { type: 'string' },
+  token: { type: 'string' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+function int(v: string | undefined, name: string, def?: number): number | undefined {
+  if (v === undefined) return def;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new UsageError(`--${name} must be a non-negative integer, got "${v}"`);
+  return n;
+}
+
+function num(v: string | undefined, name: string): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new UsageError(`--${name} must be a number, got "${v}"`);
+  return n;
+}
+
+/** Starts the runtime and loads the model named by --model. */
+async function loadModel(v: Record<string, unknown>, quiet: boolean): Promise<{ host: RuntimeHost; info: { adapter: { summary: string }; loadMs: number } & Record<string, unknown> }> {
+  const model = v.model as string | undefined;
+  if (!model) throw new UsageError('--model is required');
+  const host = await RuntimeHost.start({ gpu: (v.gpu as GpuMode | undefined) ?? 'auto' });
+  try {
+    let url = model;
+    if (existsSync(model) && statSync(model).isDirectory()) url = host.serveLocal(model);
+    else if (!/^https?:\/\//.test(model) && !/^[\w.-]+\/[\w.-]+$/.test(model)) {
+      throw new UsageError(`--model "${model}" is neither a local folder, a URL nor a Hub id (org/name)`);
+    }
+    const load: LoadOptions = {
+      quant: (v.quant as string | undefined) ?? 'f32',
+      contextLength: int(v['context-length'] as string | undefined, 'context-length'),
+      hubEndpoint: (v.hub as string | undefined) ?? process.env.HF_ENDPOINT,
+      revision: v.revision as string | undefined,
+      token: (v.token as string | undefined) ?? process.env.HF_TOKEN,
+    };
+    const off = quiet
+      ? () => {}
+      : host.on((ev) => {
+          if (ev.type !== 'progress' || !process.stderr.isTTY) return;
+          const p = ev as unknown as LoadProgress;
+          const pct = p.bytesTotal ? Math.floor((100 * p.bytesDone) / p.bytesTotal) : 100;
+          process.stderr.write(`\rloading ${pct}% (${p.tensorsDone}/${p.tensorsTotal} tensors)${p.phase === 'done' ? '\n' : ''}`);
+        });
+    const info = await host.run<{ adapter: { summary: string }; loadMs: number }>({ kind: 'load', model: url, load });
+    off();
+    return { host, info };
+  } catch (e) {
+    await host.close();
+    throw e;
+  }
+}
+
+async function cmdGenerate(argv: string[]): Promise<void> {
+  const { values: v } = parseArgs({
+    args: argv,
+    options: { ...COMMON, prompt: { type: 'string' }, 'max-new-tokens': { type: 'string' } },
+  });
+  if (v.help) return void console.log(USAGE);
+  if (v.prompt === undefined) throw new UsageError('--prompt is required');
+  const maxNewTokens = int(v['max-new-tokens'], 'max-new-tokens', 128)!;
+  const { host } = await loadModel(v, !!v.json);
+  try {
+    const off = v.json
+      ? () => {}
+      : host.on((ev) => {
+          if (ev.type === 'text') process.stdout.write(String(ev.text));
+        });
+    const r = await host.run<Record<string, unknown>>({ kind: 'generate', prompt: v.prompt, maxNewTokens, stream: !v.json });
+    off();
+    if (v.json) {
+      process.stdout.write(JSON.stringify(r) + '\n');
+    } else {
+      const t = r.timings as { prefillMs: number; decodeTokensPerSecond: number; loadMs: number };
+      process.stdout.write('\n');
+      process.stderr.write(
+        `[${r.adapter}] load ${t.loadMs.toFixed(0)} ms, prefill ${t.prefillMs.toFixed(0)} ms, decode ${t.decodeTokensPerSecond.toFixed(1)} tok/s\n`,
+      );
+    }
+  } finally {
+    await host.close();
+  }
+}
+
+async function cmdEval(argv: string[]): Promise<void> {
+  const { values: v } = parseArgs({ args: argv, options: { ...COMMON, 'text-file': { type: 'string' } } });
+  if (v.help) return void console.log(USAGE);
+  if (!v['text-file']) throw new UsageError('--text-file is required');
+  const text = readFileSync(v['text-file'], 'utf8');
+  const { host } = await loadModel(v, true);
+  try {
+    const r = await host.run<Record<string, number | string>>({ kind: 'eval', text });
+    if (v.json) process.stdout.write(JSON.stringify(r) + '\n');
+    else
+      console.log(
+        `perplexity ${Number(r.perplexity).toFixed(4)} over ${r.tokens} tokens (quant ${r.quant}, ${Number(r.bitsPerWeight).toFixed(3)} bits/weight, ${r.weightBytes} weight bytes)`,
+      );
+  } finally {
+    await host.close();
+  }
+}
+
+async function cmdHubServe(argv: string[]): Promise<void> {
+  const { values: v } = parseArgs({
+    args: argv,
+    options: {
+      dir: { type: 'string' },
+      port: { type: 'string' },
+      host: { type: 'string' },
+      'latency-ms': { type: 'string' },
+      'cut-after': { type: 'string' },
+      'fail-rate': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (v.help) return void console.log(USAGE);
+  if (!v.dir) throw new UsageError('--dir is required');
+  const { startHubServer } = await import('./hub-server.ts');
+  const faults = {
+    latencyMs: num(v['latency-ms'], 'latency-ms'),
+    cutAfterBytes: int(v['cut-after'], 'cut-after'),
+    failRate: num(v['fail-rate'], 'fail-rate'),
+  };
+  const any = Object.values(faults).some((x) => x !== undefined);
+  const server = await startHubServer({
+    dir: resolve(v.dir),
+    port: int(v.port, 'port', 0),
+    host: v.host,
+    faults: any ? faults : undefined,
+    log: (l) => console.error(l),
+  });
+  console.log(`nibble hub mirror serving ${resolve(v.dir)} at ${server.url} (HF_ENDPOINT=${server.url})`);
+  await new Promise<void>((done) => {
+    const stop = () => void server.close().then(done);
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+}
+
+async function cmdSynth(argv: string[]): Promise<void> {
+  const { values: v } = parseArgs({
+    args: argv,
+    options: {
+      shape: { type: 'string' },
+      dtype: { type: 'string' },
+      out: { type: 'string' },
+      shards: { type: 'string' },
+      layers: { type: 'string' },
+      seed: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (v.help) return void console.log(USAGE);
+  const { synthModel, defaultSynthDir, SYNTH_SHAPES } = await import('./synth.ts');
+  const shape = v.shape as keyof typeof SYNTH_SHAPES | undefined;
+  if (!shape || !(shape in SYNTH_SHAPES)) throw new UsageError(`--shape must be one of ${Object.keys(SYNTH_SHAPES).join(', ')}`);
+  const dtype = (v.dtype ?? 'bf16') as 'bf16' | 'f16' | 'f32';
+  if (!['bf16', 'f16', 'f32'].includes(dtype)) throw new UsageError('--dtype must be bf16, f16 or f32');
+  const shards = int(v.shards, 'shards', 1)!;
+  const out = v.out ?? defaultSynthDir(shape, dtype, shards);
+  const r = await synthModel({ shape, dtype, out, shards, layers: int(v.layers, 'layers'), seed: int(v.seed, 'seed'), log: (s) => console.error(s) });
+  console.log(JSON.stringify({ out: r.out, bytes: r.bytes, files: r.files }));
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  try {
+    switch (cmd) {
+      case 'generate':
+        await cmdGenerate(rest);
+        return 0;
+      case 'eval':
+        await cmdEval(rest);
+        return 0;
+      case 'hub-serve':
+        await cmdHubServe(rest);
+        return 0;
+      case 'synth':
+        await cmdSynth(rest);
+        return 0;
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        console.log(USAGE);
+        return cmd === undefined ? 1 : 0;
+      default:
+        throw new UsageError(`unknown command "${cmd}"`);
+    }
+  } catch (e) {
+    const err = e as Error & { code?: string | null };
+    if (e instanceof UsageError || (err as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+      process.stderr.write(`nibble: ${err.message}\n\n${USAGE}\n`);
+      return 2;
+    }
+    process.stderr.write(`nibble: error${err.code ? ` [${err.code}]` : ''}: ${err.message}\n`);
+    return 1;
+  }
+}
