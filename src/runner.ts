@@ -8,7 +8,7 @@ import { isNibbleError } from './errors.ts';
 
 export type Job =
   | { kind: 'load'; model: string; load: LoadOptions }
-  | { kind: 'generate'; prompt: string; maxNewTokens: number; stream: boolean; promptIds?: number[] }
+  | { kind: 'generate'; prompt: string; maxNewTokens: number; stream: boolean; promptIds?: number[]; ignoreEos?: boolean }
   | { kind: 'eval'; text: string }
   | { kind: 'info' };
 
@@ -41,7 +41,7 @@ async function runJob(job: Job): Promise<unknown> {
     }
     case 'generate': {
       const e = need();
-      const gen = e.generate(job.prompt, { maxNewTokens: job.maxNewTokens, promptIds: job.promptIds });
+      const gen = e.generate(job.prompt, { maxNewTokens: job.maxNewTokens, promptIds: job.promptIds, ignoreEos: job.ignoreEos });
       if (job.stream) for await (const text of gen) emit({ type: 'text', text });
       const r = await gen.result;
       return { ...r, adapter: e.info.adapter.summary };

@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { RuntimeHost } from './host.ts';
 import type { GpuMode } from './browser.ts';
@@ -16,6 +16,7 @@ Usage:
   nibble generate --model M --prompt TEXT [--max-new-tokens N] [--quant Q] [--json]
   nibble eval --model M --text-file F [--quant Q] [--json]
   nibble hub-serve --dir DIR [--port N] [--host H] [--latency-ms MS] [--cut-after BYTES] [--fail-rate P]
+  nibble bench [--model M] [--quant Q1,Q2,...] [--prompt-tokens N] [--new-tokens N] [--runs N] [--json] [--out FILE]
   nibble synth --shape S [--dtype bf16|f16|f32] [--out DIR] [--shards N] [--layers N] [--seed N]
 
 Model M: a local folder in Hugging Face layout, a URL of one, or a Hub id "org/name".
@@ -62,11 +63,7 @@ async function loadModel(v: Record<string, unknown>, quiet: boolean): Promise<{ 
   if (!model) throw new UsageError('--model is required');
   const host = await RuntimeHost.start({ gpu: (v.gpu as GpuMode | undefined) ?? 'auto' });
   try {
-    let url = model;
-    if (existsSync(model) && statSync(model).isDirectory()) url = host.serveLocal(model);
-    else if (!/^https?:\/\//.test(model) && !/^[\w.-]+\/[\w.-]+$/.test(model)) {
-      throw new UsageError(`--model "${model}" is neither a local folder, a URL nor a Hub id (org/name)`);
-    }
+    const url = host.modelUrl(model);
     const load: LoadOptions = {
       quant: (v.quant as string | undefined) ?? 'f32',
       contextLength: int(v['context-length'] as string | undefined, 'context-length'),
@@ -177,6 +174,44 @@ async function cmdHubServe(argv: string[]): Promise<void> {
   });
 }
 
+async function cmdBench(argv: string[]): Promise<void> {
+  const { values: v } = parseArgs({
+    args: argv,
+    options: {
+      ...COMMON,
+      'prompt-tokens': { type: 'string' },
+      'new-tokens': { type: 'string' },
+      runs: { type: 'string' },
+      out: { type: 'string' },
+    },
+  });
+  if (v.help) return void console.log(USAGE);
+  const { runBench, benchTable } = await import('./bench.ts');
+  let model = v.model;
+  if (!model) {
+    // default: the synthetic SmolLM2-135M (bf16), written to .cache on first use
+    const { synthModel, defaultSynthDir } = await import('./synth.ts');
+    model = defaultSynthDir('smollm2-135m', 'bf16', 1);
+    await synthModel({ shape: 'smollm2-135m', dtype: 'bf16', out: model, log: (s) => console.error(s) });
+  }
+  const rows = await runBench({
+    model,
+    quants: (v.quant ?? 'f32,f16,int8,nf4,nf4-dq').split(',').map((q) => q.trim()).filter(Boolean),
+    promptTokens: int(v['prompt-tokens'], 'prompt-tokens', 64)!,
+    newTokens: int(v['new-tokens'], 'new-tokens', 32)!,
+    runs: int(v.runs, 'runs', 3)!,
+    gpu: (v.gpu as GpuMode | undefined) ?? 'auto',
+    contextLength: int(v['context-length'], 'context-length'),
+    hubEndpoint: v.hub ?? process.env.HF_ENDPOINT,
+    token: v.token ?? process.env.HF_TOKEN,
+    log: (s) => console.error(s),
+  });
+  const report = { date: new Date().toISOString(), rows };
+  if (v.out) writeFileSync(v.out, JSON.stringify(report, null, 2) + '\n');
+  if (v.json) process.stdout.write(JSON.stringify(report) + '\n');
+  else console.log(benchTable(rows));
+}
+
 async function cmdSynth(argv: string[]): Promise<void> {
   const { values: v } = parseArgs({
     args: argv,
@@ -217,6 +252,9 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       case 'synth':
         await cmdSynth(rest);
+        return 0;
+      case 'bench':
+        await cmdBench(rest);
         return 0;
       case undefined:
       case 'help':

@@ -89,6 +89,16 @@ export class RuntimeHost {
     return host;
   }
 
+  /**
+   * What the page should load for a --model argument: an existing local folder is served by this
+   * host; a URL or a Hub id ("org/name") passes through. Anything else is an error.
+   */
+  modelUrl(model: string): string {
+    if (existsSync(model) && statSync(model).isDirectory()) return this.serveLocal(model);
+    if (/^https?:\/\//.test(model) || /^[\w.-]+\/[\w.-]+$/.test(model)) return model;
+    throw new Error(`model "${model}" is neither a local folder, a URL nor a Hub id (org/name)`);
+  }
+
   /** A local model folder → a URL the page can load it from. */
   serveLocal(dir: string): string {
     const abs = resolve(dir);
