@@ -4,13 +4,13 @@
 //           M = step.T, or step.headRows when HEAD (the LM head runs on the last rows only).
 //           ACCUM = true adds into y (the residual stream: o_proj and down_proj write h += …).
 // Buffers:  step uniform Step { T, pos0, headRows, _ }
-//           x    f32[M * K]  row-major activations
+//           x    f32[M * K]  row-major activations (bound as vec4<f32>, length padded to 16 bytes)
 //           y    f32[M * N]  row-major output
 //           bias f32[N]      read only when HAS_BIAS (else a dummy binding)
-//           W    f32[N * K]  row-major [out, in], exactly HF's `*.weight` layout
-// gemv:     for M = 1 (decode). Workgroup 256 = 256/LANES output rows × LANES lanes; each lane
-//           strides over k (coalesced across the lanes), then a tree reduction in workgroup memory.
-//           Dispatch: (min(G, 65535), ceil(G / 65535), 1), G = ceil(N / (256 / LANES)).
+//           W    f32[N * K]  row-major [out, in], exactly HF's `*.weight` layout (bound as vec4)
+// gemv:     for M = 1 (decode). Workgroup 256 = 256/LANES lane groups × LANES lanes; a lane group
+//           computes 4 output rows; lanes stride over k (coalesced), then a tree reduction in
+//           workgroup memory. Dispatch: (min(G, 65535), ceil(G / 65535), 1), G = ceil(N / (4·256/LANES)).
 //           Batches of M > 1 use gemm: with M ≤ 64 it still reads every weight exactly once.
 // gemm:     for the prompt. Workgroup (16,16); a 64×64 output tile per workgroup, each thread a
 //           4×4 block; K is walked in tiles of 16 staged in workgroup memory.
@@ -25,10 +25,14 @@ override ACCUM: bool = false;
 override HEAD: bool = false;
 
 @group(0) @binding(0) var<uniform> step: Step;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read> W: array<f32>;
+@group(0) @binding(4) var<storage, read> W4: array<vec4<f32>>;
+
+// x and W are bound as vec4 arrays (16-byte loads on the gemv fast path); scalar access:
+fn xs(i: u32) -> f32 { return x4[i >> 2u][i & 3u]; }
+fn ws(i: u32) -> f32 { return W4[i >> 2u][i & 3u]; }
 
 fn rowsM() -> u32 {
   if (HEAD) { return step.headRows; }
@@ -44,21 +48,37 @@ fn store(m: u32, n: u32, acc: f32) {
 }
 
 // ---------------------------------------------------------------- gemv
-// One activation row (decode). A workgroup of 256 = (256 / LANES) output rows × LANES lanes;
-// lanes stride over k (coalesced), then a tree reduction over the LANES partial sums.
+// One activation row (decode). A workgroup of 256 = (256 / LANES) lane groups × LANES lanes;
+// each lane group computes 4 output rows (so each x[k] a lane loads serves 4 rows), lanes stride
+// over k (coalesced across lanes), then a tree reduction over the LANES partial sums of each row.
 // LANES (a power of two, 4..64) is picked on the CPU from K so each lane has ≥ ~16 products.
 override LANES: u32 = 64u;
-var<workgroup> red: array<f32, 256>;
+const GEMV_R = 4u;
+var<workgroup> red: array<vec4<f32>, 256>;
 
 @compute @workgroup_size(256)
 fn gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
   if (rowsM() == 0u) { return; } // (uniform) also keeps the step binding in the layout
   let lane = tid % LANES;
-  let n = (wid.x + wid.y * 65535u) * (256u / LANES) + tid / LANES;
-  var acc = 0.0;
-  if (n < N) {
-    let wbase = n * K;
-    for (var k = lane; k < K; k += LANES) { acc += W[wbase + k] * x[k]; }
+  let n0 = ((wid.x + wid.y * 65535u) * (256u / LANES) + tid / LANES) * GEMV_R;
+  var acc = vec4<f32>(0.0);
+  // rows past N read row N-1 (in bounds) and are not stored
+  let r0 = min(n0, N - 1u) * K;
+  let r1 = min(n0 + 1u, N - 1u) * K;
+  let r2 = min(n0 + 2u, N - 1u) * K;
+  let r3 = min(n0 + 3u, N - 1u) * K;
+  if (K % 4u == 0u) {
+    // vector path: each lane reads 16-byte pieces of the 4 rows
+    let K4 = K / 4u;
+    for (var k4 = lane; k4 < K4; k4 += LANES) {
+      let xv = x4[k4];
+      acc += vec4<f32>(dot(W4[r0 / 4u + k4], xv), dot(W4[r1 / 4u + k4], xv), dot(W4[r2 / 4u + k4], xv), dot(W4[r3 / 4u + k4], xv));
+    }
+  } else {
+    for (var k = lane; k < K; k += LANES) {
+      let xv = xs(k);
+      acc += vec4<f32>(ws(r0 + k), ws(r1 + k), ws(r2 + k), ws(r3 + k)) * xv;
+    }
   }
   red[tid] = acc;
   workgroupBarrier();
@@ -66,7 +86,12 @@ fn gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (lane < s) { red[tid] += red[tid + s]; }
     workgroupBarrier();
   }
-  if (lane == 0u && n < N) { store(0u, n, red[tid]); }
+  if (lane == 0u) {
+    let v = red[tid];
+    for (var r = 0u; r < GEMV_R; r++) {
+      if (n0 + r < N) { store(0u, n0 + r, v[r]); }
+    }
+  }
 }
 
 // ---------------------------------------------------------------- gemm
@@ -93,10 +118,10 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
       let m = m0 + rr;
       let n = n0 + rr;
       var a = 0.0;
-      if (m < M && k < K) { a = x[m * K + k]; }
+      if (m < M && k < K) { a = xs(m * K + k); }
       As[kk * TILE + rr] = a;
       var b = 0.0;
-      if (n < N && k < K) { b = W[n * K + k]; }
+      if (n < N && k < K) { b = ws(n * K + k); }
       Bs[kk * TILE + rr] = b;
     }
     workgroupBarrier();

@@ -6,6 +6,7 @@ export type NibbleErrorCode =
   | 'webgpu-unavailable' // no navigator.gpu / no adapter / device request failed
   | 'device-lost' // the GPU device was lost while the engine was alive
   | 'gpu-error' // a validation / out-of-memory error reported by the device
+  | 'gpu-limit' // a buffer larger than the adapter allows (pick a smaller format or context)
   | 'bad-safetensors' // malformed safetensors file (header, dtype, offsets)
   | 'bad-config' // config.json missing fields or invalid values
   | 'unsupported-architecture' // model_type not in the Llama family

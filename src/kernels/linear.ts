@@ -21,6 +21,9 @@ export interface LinearArgs {
  * y = x · Wᵀ (+ bias) for any weight format: picks the format's fused (dequant-)matmul shader.
  * gemv: a handful of rows, one pass over W; gemm: tiled, for the prompt.
  */
+/** Output rows each gemv lane group computes (GEMV_R in the shaders). */
+export const GEMV_ROWS_PER_GROUP = 4;
+
 /** gemv lanes per output row: a power of two in 4..64 giving each lane ≥ ~16 products of K. */
 export function gemvLanes(K: number): number {
   let l = 4;
@@ -46,7 +49,7 @@ export function linearOp(rt: Runtime, w: GpuWeight, mode: LinearMode, a: LinearA
   const grid: Op['grid'] =
     mode === 'gemv'
       ? () => {
-          const [gx, gy] = split2d(Math.ceil(N / (256 / lanes)));
+          const [gx, gy] = split2d(Math.ceil(N / ((256 / lanes) * GEMV_ROWS_PER_GROUP)));
           return [gx, gy, 1] as const;
         }
       : (s) => [Math.ceil(N / 64), Math.ceil((a.head ? s.headRows : s.T) / 64), 1] as const;

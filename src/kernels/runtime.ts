@@ -1,4 +1,5 @@
 import type { GpuContext } from '../gpu/context.ts';
+import { NibbleError } from '../errors.ts';
 
 /**
  * The dynamic shape of one forward pass, written to the `step` uniform buffer before each
@@ -76,6 +77,14 @@ export class Runtime {
   buffer(size: number, label: string, usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC): GPUBuffer {
     // WebGPU wants sizes that are multiples of 4; storage bindings must not be empty.
     const s = Math.max(16, Math.ceil(size / 16) * 16);
+    const limit = Math.min(this.ctx.limits.maxBufferSize, this.ctx.limits.maxStorageBufferBindingSize);
+    if (s > limit) {
+      throw new NibbleError(
+        'gpu-limit',
+        `"${label}" needs a ${(s / 2 ** 20).toFixed(1)} MiB buffer but this GPU (${this.ctx.adapterInfo.summary}) binds at most ` +
+          `${(limit / 2 ** 20).toFixed(1)} MiB: use a smaller weight format (quant: 'int8' or 'nf4') or a shorter contextLength`,
+      );
+    }
     return this.device.createBuffer({ label, size: s, usage });
   }
 

@@ -1,15 +1,26 @@
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 
-/** The package root (works from src/node/*.ts and from the built dist/node/*.js). */
+let root: string | undefined;
+
+/** The package root: the nearest folder above this file whose package.json is nibble's (works from src/node/*.ts and from the bundled dist/node/*.js). */
 export function repoRoot(): string {
+  if (root) return root;
   let d = fileURLToPath(new URL('.', import.meta.url));
-  for (let i = 0; i < 5; i++) {
-    if (existsSync(resolve(d, 'package.json'))) return d;
-    d = resolve(d, '..');
+  for (;;) {
+    const pkg = resolve(d, 'package.json');
+    if (existsSync(pkg)) {
+      try {
+        if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'nibble') return (root = d);
+      } catch {
+        // not ours; keep walking
+      }
+    }
+    const up = resolve(d, '..');
+    if (up === d) return (root = process.cwd());
+    d = up;
   }
-  return process.cwd();
 }
 
 /** Where test models live: $NIBBLE_MODELS_DIR, else ../shared/models beside the checkout. */

@@ -12,10 +12,10 @@
  * name)) and values are produced in element order, so a tensor's bytes depend only on
  * (seed, name, shape, dtype) — not on sharding, chunk size or the order tensors are written in.
  */
+import { modelsDir, repoRoot } from './paths.ts';
 import { copyFile, mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { NibbleError } from '../errors.ts';
 import {
   DTYPE_BYTES,
@@ -237,28 +237,6 @@ const DTYPES: Record<SynthDtype, { st: SafetensorsDtype; torch: string }> = {
 // ---------------------------------------------------------------------------------------------
 // repo root / default folders
 
-function findRepoRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const pkg = join(dir, 'package.json');
-    if (existsSync(pkg)) {
-      try {
-        if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'nibble') return dir;
-      } catch {
-        // not ours; keep walking
-      }
-    }
-    const up = dirname(dir);
-    if (up === dir) return process.cwd();
-    dir = up;
-  }
-}
-
-let repoRootCache: string | undefined;
-function repoRoot(): string {
-  return (repoRootCache ??= findRepoRoot());
-}
-
 /** `<repo root>/.cache/synth/<shape>-<dtype>[-s<N>]` (`.cache/` is git-ignored). */
 export function defaultSynthDir(shape: SynthShapeName, dtype: SynthDtype, shards = 1): string {
   return join(repoRoot(), '.cache', 'synth', `${shape}-${dtype}${shards > 1 ? `-s${shards}` : ''}`);
@@ -266,8 +244,7 @@ export function defaultSynthDir(shape: SynthShapeName, dtype: SynthDtype, shards
 
 /** `${NIBBLE_MODELS_DIR ?? <repo>/../shared/models}/llama2-tokenizer`. */
 export function defaultTokenizerDir(): string {
-  const models = process.env.NIBBLE_MODELS_DIR ?? join(repoRoot(), '..', 'shared', 'models');
-  return join(models, 'llama2-tokenizer');
+  return join(modelsDir(), 'llama2-tokenizer');
 }
 
 // ---------------------------------------------------------------------------------------------

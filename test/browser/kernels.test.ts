@@ -47,6 +47,8 @@ describe('f32 kernels vs CPU reference', () => {
 
   const shapes: Array<[number, number, number]> = [
     [1, 67, 45],
+    [1, 131, 172],
+    [1, 1001, 64],
     [3, 130, 257],
     [8, 64, 64],
     [9, 150, 100],
