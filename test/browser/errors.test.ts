@@ -83,6 +83,13 @@ describe('Engine.load errors', () => {
     expect(e?.message).toMatch(/f32/);
   });
 
+  it('a lost device surfaces as device-lost on the engine', async () => {
+    const e = await call('deviceLost', { model: '/models/stories260K' });
+    expect(e?.code).toBe('device-lost');
+    expect(e?.engineError).toBe('device-lost');
+    expect(e?.message).toMatch(/GPU device was lost/);
+  });
+
   it('a model URL that does not exist → not-found', async () => {
     const e = await call('loadError', { model: '/models/no-such-model' });
     expect(e?.code).toBe('not-found');
