@@ -1,0 +1,35 @@
+import type { Runtime } from '../kernels/runtime.ts';
+import { registerFormat, type GpuWeight, type WeightBuilder, type WeightFormat } from './format.ts';
+import { ChunkQuantizer, quantKernel } from './gpu-builder.ts';
+import quantF16 from '../../shaders/quant_f16.wgsl?raw';
+import weightF16 from '../../shaders/weight_f16.wgsl?raw';
+import matmulDequant from '../../shaders/matmul_dequant.wgsl?raw';
+import embedDequant from '../../shaders/embed_dequant.wgsl?raw';
+
+const quantizer = quantKernel('quant_f16', quantF16);
+
+/**
+ * f16: IEEE half storage (pairs in u32 words), converted on the GPU from bf16/f32 with round to
+ * nearest even (shaders/quant_f16.wgsl) and widened in the kernels with unpack2x16float, so it
+ * needs no shader-f16 and runs everywhere; it halves the bytes an f32 weight reads.
+ */
+export const f16Format: WeightFormat = {
+  name: 'f16',
+  linear: { name: 'matmul_f16', code: weightF16 + '\n' + matmulDequant },
+  embed: { name: 'embed_f16', code: weightF16 + '\n' + embedDequant },
+  supported: () => true,
+  create(rt: Runtime, rows: number, cols: number, label: string): WeightBuilder {
+    const KW = Math.ceil(cols / 2);
+    const codes = rt.buffer(rows * KW * 4, `${label}.codes`);
+    const q = new ChunkQuantizer(rt, label, rows, cols, quantizer, [codes], { group: 0, rowWords: KW, groups: 0, units: KW });
+    return {
+      write: (row0, dtype, bytes) => q.write(row0, dtype, bytes),
+      finish(): GpuWeight {
+        q.finish();
+        return { format: 'f16', rows, cols, buffers: [codes], bytes: rows * KW * 4, constants: {} };
+      },
+    };
+  },
+};
+
+registerFormat(f16Format);

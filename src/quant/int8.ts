@@ -1,0 +1,47 @@
+import type { Runtime } from '../kernels/runtime.ts';
+import { NibbleError } from '../errors.ts';
+import { registerFormat, type GpuWeight, type WeightBuilder, type WeightFormat } from './format.ts';
+import { ChunkQuantizer, quantKernel } from './gpu-builder.ts';
+import quantInt8 from '../../shaders/quant_int8.wgsl?raw';
+import weightInt8 from '../../shaders/weight_int8.wgsl?raw';
+import matmulDequant from '../../shaders/matmul_dequant.wgsl?raw';
+import embedDequant from '../../shaders/embed_dequant.wgsl?raw';
+
+const quantizer = quantKernel('quant_int8', quantInt8);
+
+/**
+ * int8: symmetric absmax quantization per group of `group` consecutive weights along the input
+ * dimension (or one group per row), s = absmax / 127, q = round(w / s) ∈ [-127, 127], quantized on
+ * the GPU as chunks stream in (shaders/quant_int8.wgsl). 8 + 32 / group bits per weight.
+ */
+export function int8Format(name: string, group: number | 'row'): WeightFormat {
+  if (group !== 'row' && (!Number.isInteger(group) || group < 4 || group % 4 !== 0)) {
+    throw new NibbleError('bad-argument', `int8 group size must be a positive multiple of 4, got ${group}`);
+  }
+  return {
+    name,
+    linear: { name: 'matmul_int8', code: weightInt8 + '\n' + matmulDequant },
+    embed: { name: 'embed_int8', code: weightInt8 + '\n' + embedDequant },
+    supported: () => true,
+    create(rt: Runtime, rows: number, cols: number, label: string): WeightBuilder {
+      const G = group === 'row' ? cols : group;
+      const KW = Math.ceil(cols / 4);
+      const NG = Math.ceil(cols / G);
+      const codes = rt.buffer(rows * KW * 4, `${label}.codes`);
+      const scales = rt.buffer(rows * NG * 4, `${label}.scales`);
+      const q = new ChunkQuantizer(rt, label, rows, cols, quantizer, [codes, scales], { group: G, rowWords: KW, groups: NG, units: NG });
+      return {
+        write: (row0, dtype, bytes) => q.write(row0, dtype, bytes),
+        finish(): GpuWeight {
+          q.finish();
+          return { format: name, rows, cols, buffers: [codes, scales], bytes: rows * (KW + NG) * 4, constants: { G } };
+        },
+      };
+    },
+  };
+}
+
+registerFormat(int8Format('int8', 64));
+registerFormat(int8Format('int8-g32', 32));
+registerFormat(int8Format('int8-g128', 128));
+registerFormat(int8Format('int8-row', 'row'));

@@ -1,0 +1,116 @@
+import type { Runtime } from '../kernels/runtime.ts';
+import { registerFormat, type GpuWeight, type WeightBuilder, type WeightFormat } from './format.ts';
+import { bindAt, ChunkQuantizer, quantKernel, submitDispatches } from './gpu-builder.ts';
+import quantNf4 from '../../shaders/quant_nf4.wgsl?raw';
+import quantNf4dq from '../../shaders/quant_nf4dq.wgsl?raw';
+import weightNf4 from '../../shaders/weight_nf4.wgsl?raw';
+import nf4Absmax from '../../shaders/weight_nf4_absmax.wgsl?raw';
+import nf4dqAbsmax from '../../shaders/weight_nf4dq_absmax.wgsl?raw';
+import matmulDequant from '../../shaders/matmul_dequant.wgsl?raw';
+import embedDequant from '../../shaders/embed_dequant.wgsl?raw';
+
+/**
+ * NF4 (bitsandbytes / QLoRA): blocks of 64 consecutive weights along the input dimension, one f32
+ * absmax per block, each weight the nearest of the 16 NormalFloat values × absmax; 8 codes per u32.
+ * Blocks stay inside rows: a row of K holds ceil(K / 64) blocks, the last one partial (bnb
+ * flattens the tensor, so its blocks straddle rows when K is not a multiple of 64).
+ * nf4-dq adds bnb's double quantization: the absmax values minus their mean, as 8-bit codes of
+ * bnb's signed dynamic map with one f32 scale per 256 blocks.
+ */
+
+const BLOCK = 64;
+const DQ_GROUP = 256;
+
+const firstPass = quantKernel('quant_nf4', quantNf4);
+const secondPass = quantKernel('quant_nf4dq', quantNf4dq);
+
+function geometry(cols: number) {
+  const KW = Math.ceil(cols / 8);
+  const NB = Math.ceil(cols / BLOCK);
+  return { KW, NB, geo: { group: BLOCK, rowWords: KW, groups: NB, units: NB } };
+}
+
+export const nf4Format: WeightFormat = {
+  name: 'nf4',
+  linear: { name: 'matmul_nf4', code: [weightNf4, nf4Absmax, matmulDequant].join('\n') },
+  embed: { name: 'embed_nf4', code: [weightNf4, nf4Absmax, embedDequant].join('\n') },
+  supported: () => true,
+  create(rt: Runtime, rows: number, cols: number, label: string): WeightBuilder {
+    const { KW, NB, geo } = geometry(cols);
+    const codes = rt.buffer(rows * KW * 4, `${label}.codes`);
+    const absmax = rt.buffer(rows * NB * 4, `${label}.absmax`);
+    const q = new ChunkQuantizer(rt, label, rows, cols, firstPass, [codes, absmax], geo);
+    return {
+      write: (row0, dtype, bytes) => q.write(row0, dtype, bytes),
+      finish(): GpuWeight {
+        q.finish();
+        return { format: 'nf4', rows, cols, buffers: [codes, absmax], bytes: rows * (KW + NB) * 4, constants: {} };
+      },
+    };
+  },
+};
+
+/**
+ * bitsandbytes' `create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8)` in float32
+ * as torch computes it: for i = 0..6 the 2^i midpoints of linspace(0.1, 1, 2^i + 1) (torch's
+ * formula: from the start for the first half, from the end for the second), times ±10^(i-6);
+ * then 0 and 1; sorted. 256 values, dmap[127] = 0, dmap[255] = 1.
+ */
+export function dynamicMap(): Float32Array {
+  const f = Math.fround;
+  const data: number[] = [0, 1];
+  const pow10 = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1];
+  for (let i = 0; i < 7; i++) {
+    const steps = 2 ** i + 1;
+    const start = f(0.1);
+    const step = f(f(1 - start) / (steps - 1));
+    const b = Array.from({ length: steps }, (_, j) => (j < steps >> 1 ? f(start + f(step * j)) : f(1 - f(step * (steps - 1 - j)))));
+    const p = f(pow10[i]);
+    for (let j = 0; j + 1 < steps; j++) {
+      const mean = f(f(b[j] + b[j + 1]) / 2);
+      data.push(f(p * mean), f(-p * mean));
+    }
+  }
+  return new Float32Array(data.sort((a, b) => a - b));
+}
+
+export const nf4dqFormat: WeightFormat = {
+  name: 'nf4-dq',
+  linear: { name: 'matmul_nf4dq', code: [weightNf4, nf4dqAbsmax, matmulDequant].join('\n') },
+  embed: { name: 'embed_nf4dq', code: [weightNf4, nf4dqAbsmax, embedDequant].join('\n') },
+  supported: () => true,
+  create(rt: Runtime, rows: number, cols: number, label: string): WeightBuilder {
+    const { KW, NB, geo } = geometry(cols);
+    const nb = rows * NB;
+    const groups = Math.ceil(nb / DQ_GROUP);
+    const codes = rt.buffer(rows * KW * 4, `${label}.codes`);
+    const qabs = rt.buffer(Math.ceil(nb / 4) * 4, `${label}.qabsmax`);
+    const stats = rt.buffer((1 + groups) * 4, `${label}.stats`);
+    // until finish(): the f32 absmax of every block (the mean needs all of them) and the map
+    const absmax = rt.buffer(nb * 4, `${label}.absmax_f32`);
+    const dmap = rt.upload(dynamicMap(), `${label}.dynamic_map`);
+    const q = new ChunkQuantizer(rt, label, rows, cols, firstPass, [codes, absmax], geo);
+    return {
+      write: (row0, dtype, bytes) => q.write(row0, dtype, bytes),
+      finish(): GpuWeight {
+        // second pass over all absmax: the mean (one workgroup), then 8-bit codes per group of 256
+        q.setChunk({ row0: 0, rows: nb, dtype: 0, units: groups });
+        const mean = rt.pipeline(secondPass.name, secondPass.code, 'mean', {});
+        const quantize = rt.pipeline(secondPass.name, secondPass.code, 'quantize', {});
+        const bind = (p: GPUComputePipeline, entries: Array<[number, GPUBuffer]>) => bindAt(rt, p, [[0, q.uniform], ...entries], `${label}.double_quant`);
+        submitDispatches(rt, `${label}.double_quant`, [
+          { pipeline: mean, bindGroup: bind(mean, [[2, absmax], [4, stats]]), grid: [1, 1] },
+          { pipeline: quantize, bindGroup: bind(quantize, [[2, absmax], [3, qabs], [4, stats], [5, dmap]]), grid: [Math.ceil(groups / 64), 1] },
+        ]);
+        q.finish();
+        absmax.destroy();
+        dmap.destroy();
+        const bytes = rows * KW * 4 + Math.ceil(nb / 4) * 4 + (1 + groups) * 4;
+        return { format: 'nf4-dq', rows, cols, buffers: [codes, qabs, stats], bytes, constants: {} };
+      },
+    };
+  },
+};
+
+registerFormat(nf4Format);
+registerFormat(nf4dqFormat);
