@@ -27,6 +27,11 @@ function modelFiles(): Plugin {
 
 export default defineConfig({
   plugins: [modelFiles()],
+  // scan both pages up front so the dev server never re-optimizes (and reloads a page) mid-test
+  optimizeDeps: {
+    entries: ['demo/index.html', 'test/browser/harness.html'],
+    include: ['@huggingface/tokenizers', '@huggingface/jinja'],
+  },
   server: { host: '127.0.0.1', fs: { allow: [root, resolve(root, '..', 'shared')] } },
   build: nodeBuild
     ? {

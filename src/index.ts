@@ -6,17 +6,33 @@
  *   for await (const text of engine.generate('Once upon a time')) console.log(text);
  */
 export { Engine } from './api/engine.ts';
-export type { LoadOptions, GenerateOptions, GenerateResult, Generation, Timings, EngineInfo } from './api/engine.ts';
+export type { LoadOptions, DraftOptions, GenerateOptions, GenerateResult, Generation, Timings, EngineInfo } from './api/engine.ts';
+export type { SamplingOptions } from './generate/sampling.ts';
+export type { SpeculativeStats } from './generate/speculative.ts';
+export { ChatTemplate, type ChatMessage } from './api/chat.ts';
+export type {
+  ChatCompletionRequest,
+  ChatCompletion,
+  ChatCompletionChunk,
+  CompletionRequest,
+  Completion,
+  CompletionChunk,
+  Usage,
+} from './api/openai.ts';
 export { resolveSource } from './api/resolve.ts';
 export { NibbleError, isNibbleError } from './errors.ts';
 export type { NibbleErrorCode } from './errors.ts';
 export type { ModelSource } from './source/types.ts';
 export { UrlSource } from './source/url.ts';
 export { BlobSource } from './source/blob.ts';
+export { HubSource, type HubSourceOptions } from './source/hub.ts';
+export type { FileMetadata } from './source/types.ts';
+export { listCachedModels, deleteCachedModel, defaultWeightCache, MemoryCache, OpfsCache, CacheApiCache } from './cache/index.ts';
+export type { WeightCache, CachedModelInfo } from './cache/index.ts';
 export { createGpuContext } from './gpu/context.ts';
 export type { GpuContext, AdapterInfo } from './gpu/context.ts';
 export { parseConfig, type LlamaConfig } from './model/config.ts';
 export { parseSafetensorsHeader, openCheckpoint, readSafetensorsHeader } from './loader/safetensors.ts';
 export type { QuantPlan, QuantOption } from './quant/plan.ts';
-export type { LoadProgress } from './model/llama.ts';
+export type { LoadProgress, LoadStats } from './model/llama.ts';
 export { TextTokenizer } from './tokenizer.ts';

@@ -4,11 +4,35 @@
  * the job; text streams back through `globalThis.nibbleEmit` (exposed by puppeteer).
  */
 import { Engine, type LoadOptions } from './api/engine.ts';
+import type { ChatMessage } from './api/chat.ts';
+import type { ChatCompletionChunk } from './api/openai.ts';
+import type { SamplingOptions } from './generate/sampling.ts';
 import { isNibbleError } from './errors.ts';
 
 export type Job =
   | { kind: 'load'; model: string; load: LoadOptions }
-  | { kind: 'generate'; prompt: string; maxNewTokens: number; stream: boolean; promptIds?: number[]; ignoreEos?: boolean }
+  | {
+      kind: 'generate';
+      prompt: string;
+      maxNewTokens: number;
+      stream: boolean;
+      promptIds?: number[];
+      ignoreEos?: boolean;
+      /** Sampling settings (default greedy). */
+      sampling?: SamplingOptions;
+      stop?: string[];
+    }
+  | {
+      /** One chat turn through engine.chat.completions.create (streams 'text' events when `stream`). */
+      kind: 'chat';
+      messages: ChatMessage[];
+      maxNewTokens?: number;
+      sampling?: SamplingOptions;
+      stop?: string[];
+      stream: boolean;
+    }
+  /** Checks that the model has a chat template (throws no-chat-template). */
+  | { kind: 'chat-template' }
   | { kind: 'eval'; text: string }
   | { kind: 'info' };
 
@@ -41,10 +65,57 @@ async function runJob(job: Job): Promise<unknown> {
     }
     case 'generate': {
       const e = need();
-      const gen = e.generate(job.prompt, { maxNewTokens: job.maxNewTokens, promptIds: job.promptIds, ignoreEos: job.ignoreEos });
+      const gen = e.generate(job.prompt, {
+        maxNewTokens: job.maxNewTokens,
+        promptIds: job.promptIds,
+        ignoreEos: job.ignoreEos,
+        ...job.sampling,
+        stop: job.stop,
+      });
       if (job.stream) for await (const text of gen) emit({ type: 'text', text });
       const r = await gen.result;
       return { ...r, adapter: e.info.adapter.summary };
+    }
+    case 'chat': {
+      const e = need();
+      const s = job.sampling ?? {};
+      const stream = await e.chat.completions.create({
+        messages: job.messages,
+        max_tokens: job.maxNewTokens,
+        temperature: s.temperature ?? 0,
+        top_p: s.topP,
+        top_k: s.topK,
+        min_p: s.minP,
+        repetition_penalty: s.repetitionPenalty,
+        presence_penalty: s.presencePenalty,
+        frequency_penalty: s.frequencyPenalty,
+        seed: s.seed,
+        stop: job.stop,
+        stream: true,
+      });
+      let content = '';
+      let last: ChatCompletionChunk | null = null;
+      for await (const chunk of stream) {
+        const t = chunk.choices[0]?.delta.content;
+        if (t) {
+          content += t;
+          if (job.stream) emit({ type: 'text', text: t });
+        }
+        last = chunk;
+      }
+      return {
+        content,
+        finishReason: last?.choices[0]?.finish_reason ?? null,
+        usage: last?.usage ?? null,
+        timings: last?.timings ?? null,
+        speculative: last?.speculative ?? null,
+        seed: last?.seed ?? null,
+        adapter: e.info.adapter.summary,
+      };
+    }
+    case 'chat-template': {
+      const t = await need().chatTemplate();
+      return { bytes: t.source.length };
     }
     case 'eval': {
       const e = need();

@@ -43,16 +43,21 @@ export class TextTokenizer {
  * Incremental detokenization that is right at token boundaries: text is the decode of
  * (context + generated) minus the decode of the context, so leading-space rules and
  * multi-token characters come out as the full decode would. A trailing U+FFFD (an incomplete
- * UTF-8 sequence from byte-fallback tokens) is held back until the character completes.
- * The context is a short window of the tokens before generation, so each step decodes
- * O(window + generated) tokens.
+ * UTF-8 sequence from byte-fallback tokens) is held back until the character completes, so a
+ * character split over several tokens is never shown as replacement characters mid-stream.
+ * The context is a short window of the tokens before; every WINDOW tokens, at a point where no
+ * character is pending, the window moves on (the last 4 tokens become the context), so each step
+ * decodes O(WINDOW) tokens however long the generation gets.
  */
 export class StreamDecoder {
+  private static readonly WINDOW = 64;
   private readonly tok: TextTokenizer;
-  private readonly ctx: number[];
-  private readonly ctxText: string;
-  private readonly ids: number[] = [];
+  private ctx: number[];
+  private ctxText: string;
+  private ids: number[] = [];
   private emitted = 0;
+  /** Text of earlier windows (all emitted). */
+  private done = '';
 
   constructor(tok: TextTokenizer, contextIds: number[]) {
     this.tok = tok;
@@ -60,30 +65,39 @@ export class StreamDecoder {
     this.ctxText = tok.decode(this.ctx);
   }
 
+  private windowText(): string {
+    const full = this.tok.decode([...this.ctx, ...this.ids]);
+    return full.startsWith(this.ctxText) ? full.slice(this.ctxText.length) : this.tok.decode(this.ids);
+  }
+
   /** Adds one id; returns the newly completed text (possibly ''). */
   push(id: number): string {
     this.ids.push(id);
-    const full = this.tok.decode([...this.ctx, ...this.ids]);
-    let text = full.startsWith(this.ctxText) ? full.slice(this.ctxText.length) : this.tok.decode(this.ids);
+    const text = this.windowText();
     if (text.endsWith('\uFFFD')) return '';
     const out = text.slice(this.emitted);
     this.emitted = text.length;
+    if (this.ids.length >= StreamDecoder.WINDOW) {
+      this.done += text;
+      this.ctx = [...this.ctx, ...this.ids].slice(-4);
+      this.ctxText = this.tok.decode(this.ctx);
+      this.ids = [];
+      this.emitted = 0;
+    }
     return out;
   }
 
   /** Everything not yet emitted (at the end of generation, incomplete characters included). */
   flush(): string {
-    const full = this.tok.decode([...this.ctx, ...this.ids]);
-    const text = full.startsWith(this.ctxText) ? full.slice(this.ctxText.length) : this.tok.decode(this.ids);
+    const text = this.windowText();
     const out = text.slice(this.emitted);
     this.emitted = text.length;
     return out;
   }
 
-  /** All text of the generated ids, as one decode of context + ids gives it. */
+  /** All text of the generated ids. */
   get text(): string {
-    const full = this.tok.decode([...this.ctx, ...this.ids]);
-    return full.startsWith(this.ctxText) ? full.slice(this.ctxText.length) : this.tok.decode(this.ids);
+    return this.done + this.windowText();
   }
 }
 

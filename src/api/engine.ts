@@ -3,13 +3,21 @@ import { NibbleError } from '../errors.ts';
 import { Runtime } from '../kernels/runtime.ts';
 import { openCheckpoint } from '../loader/safetensors.ts';
 import { checkTensors, parseConfig, type LlamaConfig } from '../model/config.ts';
-import { LlamaModel, type LoadProgress } from '../model/llama.ts';
+import { LlamaModel, type LoadProgress, type LoadStats } from '../model/llama.ts';
+import type { WeightCache } from '../cache/types.ts';
 import { normalizePlan, planKey, type QuantOption, type QuantPlan } from '../quant/plan.ts';
 import '../quant/formats.ts';
 import { Sequence } from '../generate/sequence.ts';
+import { plainDecode, type FinishReason, type LoopResult, type TokenSink } from '../generate/decode.ts';
+import { GpuSampler } from '../generate/sampler.ts';
+import { hasPenalties, isPlainArgmax, resolveSampling, type SamplingOptions } from '../generate/sampling.ts';
+import { Speculator, type SpeculativeStats } from '../generate/speculative.ts';
+import { StopStringMatcher } from '../generate/stop.ts';
 import { TextTokenizer } from '../tokenizer.ts';
 import type { ModelSource } from '../source/types.ts';
 import { resolveSource, type SourceOptions } from './resolve.ts';
+import { ChatTemplate } from './chat.ts';
+import { ChatCompletions, Completions, type CompletionHost } from './openai.ts';
 
 export interface LoadOptions extends GpuOptions, SourceOptions {
   /** Weight format for all 2-D weights, or a plan with per-tensor overrides. Default 'f32'. */
@@ -18,16 +26,46 @@ export interface LoadOptions extends GpuOptions, SourceOptions {
   contextLength?: number;
   /** Most prompt tokens per batched pass (default 256). */
   maxBatch?: number;
-  /** Bytes of one streamed checkpoint read (default 8 MiB): the loader's host-memory bound. */
+  /** Bytes of one Range read of the checkpoint (default 16 MiB; always whole rows). */
   chunkBytes?: number;
+  /** Range reads in flight at once (default 4). */
+  parallelReads?: number;
+  /** Most bytes the loader holds in host memory at once, whatever the model size (default 256 MiB). */
+  hostMemoryBudget?: number;
+  /** Verify the sha256 of weight files the source gives one for (Hub LFS ETags); default true. */
+  verify?: boolean;
+  /**
+   * Cache of quantized weights: a WeightCache (e.g. DirCache in Node), true (the browser's store:
+   * OPFS, else the Cache API) or false. Default: the browser's store for Hub ids, else none.
+   */
+  cache?: WeightCache | boolean;
   /** Rows of logits one pass may return (evaluation); default from a 64 MiB budget. */
   maxLogitRows?: number;
   onProgress?: (p: LoadProgress) => void;
   signal?: AbortSignal;
+  /**
+   * A draft model for speculative decoding, loaded onto the same GPU device. Without `model` the
+   * target's own checkpoint is loaded again at `quant` (no second download when it is cached).
+   */
+  draft?: DraftOptions;
 }
 
-export interface GenerateOptions {
-  /** Most tokens to generate (default 128). */
+export interface DraftOptions {
+  /** Another model sharing the tokenizer (a ModelSource, URL or Hub id); default: the target's. */
+  model?: string | ModelSource;
+  /** The draft's weight format (default 'nf4'). */
+  quant?: QuantOption;
+  /** Tokens the draft proposes per round, k (default 4); the most per round when adaptive. */
+  tokens?: number;
+  /**
+   * Adapt k per round (default false): one more after a round that accepted everything, else the
+   * accepted count + 1, between 1 and `tokens`.
+   */
+  adaptive?: boolean;
+}
+
+export interface GenerateOptions extends SamplingOptions {
+  /** Most tokens to generate (default 128; Infinity: until EOS or the end of the context). */
   maxNewTokens?: number;
   /** Prompt is token ids instead of text (no tokenization). */
   promptIds?: number[];
@@ -35,6 +73,19 @@ export interface GenerateOptions {
   addSpecialTokens?: boolean;
   /** Keep going past EOS tokens (default false). */
   ignoreEos?: boolean;
+  /** Token ids that end generation (default: the model's EOS ids from config + generation_config). */
+  eosTokenIds?: number[];
+  /**
+   * Stop strings: generation ends when the text contains one. Matched across token boundaries;
+   * neither the stop string nor anything after it is returned or streamed (text that could be the
+   * start of one is held back until it is decided).
+   */
+  stop?: string | string[];
+  /**
+   * Use the draft model loaded with LoadOptions.draft (default: true when one is loaded). Requests
+   * with penalties decode plainly (their counts would need rolling back with rejected drafts).
+   */
+  speculative?: boolean;
   signal?: AbortSignal;
 }
 
@@ -52,12 +103,25 @@ export interface Timings {
 }
 
 export interface GenerateResult {
+  /** Generated text (a matched stop string and what followed it are cut off). */
   text: string;
   promptTokenIds: number[];
-  /** Generated ids (an EOS that stopped generation is not included). */
+  /** Generated ids (an EOS that stopped generation is not included; a stop string's tokens are). */
   tokenIds: number[];
-  finishReason: 'stop' | 'length' | 'abort';
+  /**
+   * 'stop': an EOS id or a stop string; 'length': maxNewTokens, or the context is full (prompt +
+   * generated tokens never exceed contextLength); 'abort': the signal fired.
+   */
+  finishReason: FinishReason;
+  /** The stop string that ended generation, if one did. */
+  stopString?: string;
+  /** Prompt tokens whose k/v were already in the cache (a chat's earlier turns): not recomputed. */
+  cachedPromptTokens: number;
+  /** The sampling seed used (random unless given). */
+  seed: number;
   timings: Timings;
+  /** With a draft model: acceptance statistics. */
+  speculative?: SpeculativeStats;
 }
 
 /** A running generation: iterate it for text as it is produced; `result` resolves at the end. */
@@ -66,6 +130,8 @@ export interface Generation extends AsyncIterable<string> {
 }
 
 export interface EngineInfo {
+  /** The model's name: the id / URL it was loaded from. */
+  model: string;
   adapter: AdapterInfo;
   features: { f16: boolean; subgroups: boolean; timestampQuery: boolean };
   config: LlamaConfig;
@@ -80,38 +146,82 @@ export interface EngineInfo {
   formats: Record<string, number>;
   /** Most checkpoint bytes the loader held in host memory at once. */
   loaderPeakHostBytes: number;
+  /** How the weights were loaded: cache hit/miss, bytes downloaded, requests, verified files, timings. */
+  load: LoadStats | null;
   dispatchesPerToken: number;
   loadMs: number;
+  /** Sampling settings from generation_config.json (when it asks for sampling; empty otherwise). */
+  generationDefaults: SamplingOptions;
+  /** The draft model of speculative decoding, when one was loaded. */
+  draft?: { model: string; quantKey: string; weightBytes: number; bitsPerWeight: number; formats: Record<string, number>; tokens: number; adaptive: boolean };
 }
 
 /**
- * The nibble engine: one model on one GPU.
+ * The nibble engine: one model on one GPU (plus an optional draft model for speculative decoding).
  *
  *   const engine = await Engine.load('https://host/models/stories260K');
  *   for await (const text of engine.generate('Once upon a time', { maxNewTokens: 64 })) show(text);
+ *   const reply = await engine.chat.completions.create({ messages: [{ role: 'user', content: 'Hi' }] });
  */
 export class Engine {
   readonly tokenizer: TextTokenizer;
   readonly model: LlamaModel;
   readonly info: EngineInfo;
+  /** OpenAI-style chat API: `engine.chat.completions.create({ messages, stream, ... })`. */
+  readonly chat: { completions: ChatCompletions };
+  /** OpenAI-style completions on a raw prompt: `engine.completions.create({ prompt, ... })`. */
+  readonly completions: Completions;
   private readonly seq: Sequence;
   private readonly rt: Runtime;
+  private readonly source: ModelSource;
+  private readonly draftModel: LlamaModel | null;
+  private readonly draftTokens: number;
+  private readonly draftAdaptive: boolean;
+  private sampler: GpuSampler | null = null;
+  private speculator: Speculator | null = null;
+  private template: Promise<ChatTemplate | null> | null = null;
   private queue: Promise<unknown> = Promise.resolve();
   private lostError: NibbleError | null = null;
   private disposed = false;
 
-  private constructor(rt: Runtime, model: LlamaModel, tokenizer: TextTokenizer, info: EngineInfo) {
+  private constructor(
+    rt: Runtime,
+    model: LlamaModel,
+    tokenizer: TextTokenizer,
+    info: EngineInfo,
+    source: ModelSource,
+    draft: { model: LlamaModel; tokens: number; adaptive: boolean } | null,
+  ) {
     this.rt = rt;
     this.model = model;
     this.tokenizer = tokenizer;
     this.info = info;
+    this.source = source;
     this.seq = new Sequence(model);
+    this.draftModel = draft?.model ?? null;
+    this.draftTokens = draft?.tokens ?? 0;
+    this.draftAdaptive = draft?.adaptive ?? false;
+    const host: CompletionHost = {
+      generate: (p, o) => this.generate(p, o),
+      chatTemplate: () => this.chatTemplate(),
+      encode: (t, special) => this.tokenizer.encode(t, special),
+      chatStopIds: () => this.chatStopIds(),
+      modelName: info.model,
+      fingerprint: `nibble-${info.quantKey}`,
+    };
+    this.chat = { completions: new ChatCompletions(host) };
+    this.completions = new Completions(host);
   }
 
   /** Loads a model: a ModelSource, a base URL of a folder in HF layout, or a Hub id ("org/name"). */
   static async load(model: string | ModelSource, opts: LoadOptions = {}): Promise<Engine> {
     const t0 = performance.now();
     const plan = normalizePlan(opts.quant);
+    const draftPlan = opts.draft ? normalizePlan(opts.draft.quant ?? 'nf4') : null;
+    const draftTokens = opts.draft?.tokens ?? 4;
+    if (opts.draft && (!Number.isInteger(draftTokens) || draftTokens < 1 || draftTokens > 32)) {
+      throw new NibbleError('bad-argument', `draft tokens must be an integer in 1..32, got ${opts.draft.tokens}`);
+    }
     const source = typeof model === 'string' ? resolveSource(model, opts) : model;
     const configText = await source.text('config.json', opts.signal);
     let genCfg: unknown = undefined;
@@ -138,23 +248,39 @@ export class Engine {
     device.pushErrorScope('out-of-memory');
     device.pushErrorScope('validation');
     let m: LlamaModel;
+    let draft: { model: LlamaModel; name: string } | null = null;
     try {
       m = await LlamaModel.load(rt, cfg, source, table.tensors, plan, {
         contextLength: opts.contextLength,
         maxBatch: opts.maxBatch,
         maxLogitRows: opts.maxLogitRows,
         chunkBytes: opts.chunkBytes,
+        parallelReads: opts.parallelReads,
+        hostMemoryBudget: opts.hostMemoryBudget,
+        verify: opts.verify,
+        cache: opts.cache,
         signal: opts.signal,
         onProgress: opts.onProgress,
       });
+      if (opts.draft && draftPlan) draft = await loadDraft(rt, opts, opts.draft, draftPlan, source, cfg, table.tensors, m.ctx);
     } finally {
       const validation = await device.popErrorScope();
       const oom = await device.popErrorScope();
       const err = oom ?? validation;
       if (err) throw new NibbleError('gpu-error', `GPU error while loading the model: ${err.message}`);
     }
+    if (draft) {
+      const rows = Math.min(m.maxLogitRows, m.maxBatch);
+      if (draftTokens + 1 > rows) {
+        throw new NibbleError('bad-argument', `draft tokens ${draftTokens} needs ${draftTokens + 1} logit rows per pass; this load allows ${rows} (maxLogitRows / maxBatch)`);
+      }
+      if (draft.model.cfg.vocabSize !== cfg.vocabSize) {
+        throw new NibbleError('bad-argument', `the draft's vocabulary (${draft.model.cfg.vocabSize}) differs from the target's (${cfg.vocabSize})`);
+      }
+    }
     const loadMs = performance.now() - t0;
     const info: EngineInfo = {
+      model: typeof model === 'string' ? model : source.description,
       adapter: ctx.adapterInfo,
       features: ctx.features,
       config: cfg,
@@ -165,10 +291,25 @@ export class Engine {
       bitsPerWeight: (m.matrixBytes * 8) / m.weightCount,
       formats: m.formats,
       loaderPeakHostBytes: m.hostMemory.peak,
+      load: m.loadStats,
       dispatchesPerToken: m.dispatchesPerToken,
       loadMs,
+      generationDefaults: generationDefaults(genCfg),
+      ...(draft
+        ? {
+            draft: {
+              model: draft.name,
+              quantKey: planKey(draftPlan!),
+              weightBytes: draft.model.weightBytes,
+              bitsPerWeight: (draft.model.matrixBytes * 8) / draft.model.weightCount,
+              formats: draft.model.formats,
+              tokens: draftTokens,
+              adaptive: !!opts.draft?.adaptive,
+            },
+          }
+        : {}),
     };
-    const engine = new Engine(rt, m, tokenizer, info);
+    const engine = new Engine(rt, m, tokenizer, info, source, draft ? { model: draft.model, tokens: draftTokens, adaptive: !!opts.draft?.adaptive } : null);
     device.lost.then((l) => {
       if (!engine.disposed) engine.lostError = new NibbleError('device-lost', `the GPU device was lost: ${l.reason} ${l.message}`);
     });
@@ -184,7 +325,11 @@ export class Engine {
     return this.lostError;
   }
 
-  /** Generates greedily from a text prompt (or `promptIds`), streaming text as it is produced. */
+  /**
+   * Generates from a text prompt (or `promptIds`), streaming text as it is produced. Greedy by
+   * default; `temperature`, `topK`, `topP`, `minP`, penalties, `logitBias` and `seed` select GPU
+   * sampling (see SamplingOptions). With a draft model loaded, decoding is speculative.
+   */
   generate(prompt: string, opts: GenerateOptions = {}): Generation {
     const chunks: string[] = [];
     let wake: (() => void) | null = null;
@@ -196,7 +341,7 @@ export class Engine {
       w?.();
     };
     const result = this.exclusive(() =>
-      this.runGreedy(prompt, opts, (t) => {
+      this.run(prompt, opts, (t) => {
         chunks.push(t);
         notify();
       }),
@@ -232,6 +377,38 @@ export class Engine {
     };
   }
 
+  /** The model's chat template; NibbleError('no-chat-template') if it has none. */
+  async chatTemplate(): Promise<ChatTemplate> {
+    this.template ??= (async () => {
+      const cfg = this.tokenizer.config;
+      let fallback: string | null = null;
+      if (cfg.chat_template === undefined && (await this.source.exists('chat_template.jinja').catch(() => false))) {
+        fallback = await this.source.text('chat_template.jinja');
+      }
+      return ChatTemplate.fromTokenizerConfig(cfg, fallback);
+    })();
+    const t = await this.template;
+    if (!t) {
+      throw new NibbleError(
+        'no-chat-template',
+        `${this.info.model} has no chat template (no chat_template in tokenizer_config.json, no chat_template.jinja): use generate() or completions.create() with a plain prompt`,
+      );
+    }
+    return t;
+  }
+
+  /** EOS ids that end a chat turn: the model's EOS ids and the tokenizer's eos_token. */
+  chatStopIds(): number[] {
+    const ids = new Set(this.model.cfg.eosTokenIds);
+    const eos = this.tokenizer.config.eos_token;
+    const text = typeof eos === 'string' ? eos : (eos as { content?: string } | undefined)?.content;
+    if (text) {
+      const enc = this.tokenizer.encode(text, false);
+      if (enc.length === 1) ids.add(enc[0]);
+    }
+    return [...ids];
+  }
+
   /** Logits of the last `rows` positions after running `ids` from position 0 (tests, eval). */
   async logits(ids: number[], rows = 1): Promise<Float32Array[]> {
     return this.exclusive(async () => {
@@ -242,7 +419,7 @@ export class Engine {
       // all but the last chunk without the head, then the last chunk with `rows` logit rows
       const V = m.cfg.vocabSize;
       const splitAt = Math.max(0, ids.length - Math.min(ids.length, m.maxBatch));
-      if (splitAt > 0) this.seq.prefill(ids.slice(0, splitAt), { argmax: false });
+      if (splitAt > 0) this.seq.prefill(ids.slice(0, splitAt), null);
       const tail = ids.slice(splitAt);
       if (rows > tail.length) throw new NibbleError('bad-argument', `asked for ${rows} logit rows of ${tail.length} tokens`);
       m.rt.device.queue.writeBuffer(m.tokens, 0, new Uint32Array(tail));
@@ -303,11 +480,14 @@ export class Engine {
     });
   }
 
-  /** Frees the GPU memory of the model. */
+  /** Frees the GPU memory of the model (and the draft). */
   dispose(): void {
     this.disposed = true;
     this.seq.destroy();
+    this.speculator?.destroy();
+    this.sampler?.destroy();
     this.model.destroy();
+    this.draftModel?.destroy();
   }
 
   private check(): void {
@@ -321,68 +501,144 @@ export class Engine {
     return run;
   }
 
-  private async runGreedy(prompt: string, opts: GenerateOptions, emit: (text: string) => void): Promise<GenerateResult> {
+  /** The target's sampler (rows for speculative verification when a draft is loaded); made on first use. */
+  private targetSampler(): GpuSampler {
+    this.sampler ??= new GpuSampler(this.rt, this.model.cfg.vocabSize, this.draftModel ? this.draftTokens + 1 : 1);
+    return this.sampler;
+  }
+
+  private async run(prompt: string, opts: GenerateOptions, emit: (text: string) => void): Promise<GenerateResult> {
     this.check();
     const m = this.model;
     const ids = opts.promptIds ?? this.tokenizer.encode(prompt, opts.addSpecialTokens ?? true);
     const maxNew = opts.maxNewTokens ?? 128;
-    if (!Number.isInteger(maxNew) || maxNew < 0) throw new NibbleError('bad-argument', `maxNewTokens must be a non-negative integer, got ${maxNew}`);
-    const eos = new Set(opts.ignoreEos ? [] : m.cfg.eosTokenIds);
+    if (!(maxNew === Infinity || (Number.isInteger(maxNew) && maxNew >= 0))) {
+      throw new NibbleError('bad-argument', `maxNewTokens must be a non-negative integer, got ${maxNew}`);
+    }
+    const sampling = resolveSampling(opts, m.cfg.vocabSize);
+    const stops = opts.stop === undefined ? [] : typeof opts.stop === 'string' ? [opts.stop] : opts.stop;
+    if (!Array.isArray(stops) || stops.some((x) => typeof x !== 'string')) throw new NibbleError('bad-argument', 'stop must be a string or an array of strings');
+    const eos = new Set(opts.ignoreEos ? [] : (opts.eosTokenIds ?? m.cfg.eosTokenIds));
     const decoder = this.tokenizer.streamDecoder(ids);
+    const matcher = new StopStringMatcher(stops);
     const out: number[] = [];
-    let finishReason: GenerateResult['finishReason'] = 'length';
+    const sink: TokenSink = (id) => {
+      if (eos.has(id)) return 'stop';
+      out.push(id);
+      const text = matcher.push(decoder.push(id));
+      if (text) emit(text);
+      if (matcher.matched !== null) return 'stop';
+      return out.length >= maxNew ? 'length' : null;
+    };
+    const control = { maxNewTokens: maxNew, signal: opts.signal, check: () => this.check() };
+    const speculative = this.draftModel !== null && (opts.speculative ?? true) && !hasPenalties(sampling);
+    let finishReason: FinishReason = 'length';
+    let stats: SpeculativeStats | undefined;
     const t0 = performance.now();
     let tFirst = t0;
+    let cached = 0;
     if (maxNew > 0) {
-      let pending: Promise<number> | null = this.seq.prefill(ids);
-      while (pending) {
-        // queue the next step before reading this one's id (the GPU reads it from tokens[0])
-        const room = this.seq.cached.length + 1 < m.ctx;
-        const wantMore = out.length + 1 < maxNew && room;
-        const following: Promise<number> | null = wantMore ? this.seq.decodeStep() : null;
-        const id = await pending;
-        if (out.length === 0) tFirst = performance.now();
-        if (this.lostError) throw this.lostError;
-        if (opts.signal?.aborted) {
-          finishReason = 'abort';
-          following?.catch(() => {});
-          await this.seq.dropPending();
-          break;
-        }
-        if (eos.has(id)) {
-          finishReason = 'stop';
-          following?.catch(() => {});
-          await this.seq.dropPending();
-          break;
-        }
-        out.push(id);
-        this.seq.accept(id);
-        const text = decoder.push(id);
-        if (text) emit(text);
-        if (!following) {
-          finishReason = 'length';
-          break;
-        }
-        pending = following;
+      let r: LoopResult;
+      const plainPick = isPlainArgmax(sampling);
+      if (!plainPick || speculative) this.targetSampler().configure(sampling, ids);
+      if (speculative) {
+        this.speculator ??= new Speculator(m, this.draftModel!, this.seq, this.targetSampler(), this.draftTokens, this.draftAdaptive);
+        const sr = await this.speculator.run(ids, sampling, sink, control);
+        r = sr;
+        stats = sr.stats;
+      } else {
+        const pick = plainPick ? undefined : this.targetSampler().op('decode', m.logits, m.tokens);
+        r = await plainDecode(this.seq, ids, pick, sink, control);
       }
-      const rest = decoder.flush();
+      cached = this.seq.reused;
+      finishReason = r.reason;
+      tFirst = r.firstTokenAt;
+      const rest = matcher.push(decoder.flush()) + matcher.flush();
       if (rest) emit(rest);
     }
     const t1 = performance.now();
     const prefillMs = tFirst - t0;
     const decodeMs = t1 - tFirst;
+    const n = out.length;
+    let text = decoder.text;
+    if (matcher.matched !== null) {
+      const at = text.indexOf(matcher.matched);
+      if (at >= 0) text = text.slice(0, at);
+    }
     return {
-      text: decoder.text,
+      text,
       promptTokenIds: ids,
       tokenIds: out,
       finishReason,
+      ...(matcher.matched !== null ? { stopString: matcher.matched } : {}),
+      cachedPromptTokens: cached,
+      seed: sampling.seed,
       timings: {
         loadMs: this.info.loadMs,
         prefillMs,
         decodeMs,
-        decodeTokensPerSecond: out.length > 1 && decodeMs > 0 ? ((out.length - 1) * 1000) / decodeMs : 0,
-        prefillTokensPerSecond: prefillMs > 0 ? (ids.length * 1000) / prefillMs : 0,
+        decodeTokensPerSecond: n > 1 && decodeMs > 0 ? ((n - 1) * 1000) / decodeMs : 0,
+        prefillTokensPerSecond: prefillMs > 0 ? ((ids.length - cached) * 1000) / prefillMs : 0,
       },
+      ...(stats ? { speculative: stats } : {}),
     };
   }
+}
+
+/** Loads the draft model onto the target's Runtime (same GPUDevice). */
+async function loadDraft(
+  rt: Runtime,
+  opts: LoadOptions,
+  d: DraftOptions,
+  plan: QuantPlan,
+  targetSource: ModelSource,
+  targetCfg: LlamaConfig,
+  targetTensors: Awaited<ReturnType<typeof openCheckpoint>>['tensors'],
+  ctx: number,
+): Promise<{ model: LlamaModel; name: string }> {
+  let source = targetSource;
+  let cfg = targetCfg;
+  let tensors = targetTensors;
+  let name = 'self';
+  if (d.model !== undefined) {
+    source = typeof d.model === 'string' ? resolveSource(d.model, opts) : d.model;
+    name = typeof d.model === 'string' ? d.model : source.description;
+    let json: unknown;
+    try {
+      json = JSON.parse(await source.text('config.json', opts.signal));
+    } catch (e) {
+      if (e instanceof NibbleError) throw e;
+      throw new NibbleError('bad-config', `the draft's config.json in ${source.description} is not valid JSON`, { cause: e });
+    }
+    cfg = parseConfig(json);
+    tensors = (await openCheckpoint(source, opts.signal)).tensors;
+    checkTensors(cfg, tensors);
+  }
+  const model = await LlamaModel.load(rt, cfg, source, tensors, plan, {
+    contextLength: ctx,
+    maxBatch: opts.maxBatch,
+    maxLogitRows: 1,
+    chunkBytes: opts.chunkBytes,
+    parallelReads: opts.parallelReads,
+    hostMemoryBudget: opts.hostMemoryBudget,
+    verify: opts.verify,
+    cache: opts.cache,
+    signal: opts.signal,
+    onProgress: opts.onProgress,
+  });
+  return { model, name };
+}
+
+/** generation_config.json's sampling settings, when it samples (do_sample true). */
+function generationDefaults(gen: unknown): SamplingOptions {
+  if (!gen || typeof gen !== 'object') return {};
+  const g = gen as Record<string, unknown>;
+  if (g.do_sample !== true) return {};
+  const num = (k: string) => (typeof g[k] === 'number' && Number.isFinite(g[k]) ? (g[k] as number) : undefined);
+  const o: SamplingOptions = { temperature: num('temperature') ?? 1 };
+  if (num('top_k') !== undefined) o.topK = num('top_k');
+  if (num('top_p') !== undefined) o.topP = num('top_p');
+  if (num('min_p') !== undefined) o.minP = num('min_p');
+  if (num('repetition_penalty') !== undefined) o.repetitionPenalty = num('repetition_penalty');
+  return o;
 }

@@ -1,26 +1,44 @@
 import type { ModelSource } from '../source/types.ts';
 import { UrlSource } from '../source/url.ts';
+import { DEFAULT_HUB_ENDPOINT, HubSource } from '../source/hub.ts';
 
 export interface SourceOptions {
   /** Hub endpoint for "org/name" ids (default https://huggingface.co). */
   hubEndpoint?: string;
-  /** Hub revision (default main). */
+  /** Hub revision: branch, tag or commit (default main). */
   revision?: string;
   /** Access token for gated or private repos. */
   token?: string;
   fetch?: typeof fetch;
+  /** Hub: attempts after the first for a request that makes no progress (default 5). */
+  retries?: number;
+  /** Hub: delay before the first retry in ms, doubling per failed attempt (default 300). */
+  retryDelayMs?: number;
+  /** Hub: a request with no headers / no bytes for this long is aborted and retried (default 30 000 ms). */
+  stallTimeoutMs?: number;
 }
 
 const HUB_ID = /^[A-Za-z0-9][\w.-]*\/[\w.-]+$/;
 
+/** Whether `model` reads as a Hub repo id ("org/name") rather than a URL or path. */
+export function isHubId(model: string): boolean {
+  return HUB_ID.test(model) && !model.startsWith('.');
+}
+
 /** A URL (absolute, or a path on the page's origin) or a Hub id → a ModelSource. */
 export function resolveSource(model: string, opts: SourceOptions = {}): ModelSource {
-  const headers: Record<string, string> = opts.token ? { Authorization: `Bearer ${opts.token}` } : {};
-  if (HUB_ID.test(model) && !model.startsWith('.')) {
-    const endpoint = (opts.hubEndpoint ?? 'https://huggingface.co').replace(/\/+$/, '');
-    const rev = encodeURIComponent(opts.revision ?? 'main');
-    return new UrlSource(`${endpoint}/${model}/resolve/${rev}`, { headers, fetch: opts.fetch });
+  if (isHubId(model)) {
+    return new HubSource(model, {
+      endpoint: opts.hubEndpoint ?? DEFAULT_HUB_ENDPOINT,
+      revision: opts.revision,
+      token: opts.token,
+      fetch: opts.fetch,
+      retries: opts.retries,
+      retryDelayMs: opts.retryDelayMs,
+      stallTimeoutMs: opts.stallTimeoutMs,
+    });
   }
+  const headers: Record<string, string> = opts.token ? { Authorization: `Bearer ${opts.token}` } : {};
   let url = model;
   const loc = (globalThis as { location?: Location }).location;
   if (!/^[a-z]+:\/\//i.test(url) && loc) url = new URL(url, loc.href).href;

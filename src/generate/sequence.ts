@@ -1,15 +1,22 @@
 import { NibbleError } from '../errors.ts';
+import type { Op } from '../kernels/runtime.ts';
 import type { LlamaModel } from '../model/llama.ts';
 
 /**
  * One sequence in the model's KV cache: which tokens are cached at positions 0..length-1, and
  * the passes that extend it. Only token ids cross between CPU and GPU: prompt ids are written
- * in, and each decode step reads back the 4-byte id argmax chose.
+ * in, and each decode step reads back the 4-byte id its pick op (argmax or the sampler) chose.
+ *
+ * A pick op writes the chosen id into tokens[0], which is also the next step's embedding input,
+ * so step n + 1 can be queued before step n's id is read. Tokens enter `cached` only once a
+ * queued step has consumed them (its k/v are written in queue order before any later pass).
  */
 export class Sequence {
   readonly model: LlamaModel;
   /** Token ids whose k/v are in the cache, in order. */
   cached: number[] = [];
+  /** Tokens of the last prefill's prompt that were already cached (their pass was skipped). */
+  reused = 0;
   private staging: GPUBuffer[] = [];
   private next = 0;
 
@@ -28,10 +35,11 @@ export class Sequence {
 
   /**
    * Runs the prompt through the model from the longest prefix already in the cache (chat turns
-   * reuse it), in batched passes of up to maxBatch tokens, and submits the greedy choice of the
-   * next token. Returns a promise of that token id.
+   * reuse it), in batched passes of up to maxBatch tokens, and submits the choice of the next
+   * token: `pick` (a sampler op writing tokens[0]), argmax when undefined, or no LM head at all
+   * when null (the result is then null). Returns a promise of that token id.
    */
-  prefill(ids: number[], opts: { argmax: boolean } = { argmax: true }): Promise<number> | null {
+  prefill(ids: number[], pick?: Op | null): Promise<number> | null {
     const m = this.model;
     if (ids.length === 0) throw new NibbleError('bad-argument', 'the prompt has no tokens');
     if (ids.length > m.ctx) {
@@ -42,10 +50,13 @@ export class Sequence {
         throw new NibbleError('bad-argument', `token id ${id} is outside the vocabulary (0..${m.cfg.vocabSize - 1})`);
       }
     }
+    this.pending = 0;
     let start = 0;
     while (start < this.cached.length && start < ids.length && this.cached[start] === ids[start]) start++;
-    if (start === ids.length) start--; // recompute the last token to get its logits
+    if (start === ids.length && pick !== null) start--; // recompute the last token to get its logits
+    this.reused = start;
     this.cached = ids.slice(0, start);
+    const head = pick !== null;
     const device = m.rt.device;
     let result: (() => Promise<number>) | null = null;
     for (let p = start; p < ids.length; p += m.maxBatch) {
@@ -55,8 +66,10 @@ export class Sequence {
       const s = { T: chunk.length, pos0: p, headRows: 1 };
       m.rt.setStep(s);
       const enc = device.createCommandEncoder();
-      m.rt.record(enc, m.ops(s, { head: last, argmax: last && opts.argmax }), s);
-      if (last && opts.argmax) result = this.readToken(enc);
+      const ops = m.ops(s, { head: last && head, argmax: last && head && pick === undefined });
+      if (last && pick) ops.push(pick);
+      m.rt.record(enc, ops, s);
+      if (last && head) result = this.readToken(enc);
       device.queue.submit([enc.finish()]);
       this.cached.push(...chunk);
     }
@@ -64,30 +77,38 @@ export class Sequence {
   }
 
   /**
-   * Submits one decode step for the token argmax left in tokens[0] (the id the caller will append
-   * with `accept`), without waiting: the next step can be queued before this one's id is read.
+   * Submits one decode step for the token the previous pick left in tokens[0] (the id the caller
+   * will append with `accept`), without waiting: the next step can be queued before this one's id
+   * is read. `pick` as in prefill (undefined: argmax).
    */
-  decodeStep(): Promise<number> {
+  decodeStep(pick?: Op): Promise<number> {
     const m = this.model;
     const pos = this.cached.length + this.pending;
     if (pos >= m.ctx) throw new NibbleError('context-overflow', `the context of ${m.ctx} tokens is full`);
     const s = { T: 1, pos0: pos, headRows: 1 };
     m.rt.setStep(s);
     const enc = m.rt.device.createCommandEncoder();
-    m.rt.record(enc, m.ops(s, { head: true, argmax: true }), s);
+    const ops = m.ops(s, { head: true, argmax: pick === undefined });
+    if (pick) ops.push(pick);
+    m.rt.record(enc, ops, s);
     const read = this.readToken(enc);
     m.rt.device.queue.submit([enc.finish()]);
     this.pending++;
     return read();
   }
 
-  /** Tokens submitted to decode steps whose ids are not yet appended with accept(). */
+  /** Decode steps submitted whose input token the caller has not yet appended with accept(). */
   private pending = 0;
 
-  /** Appends a generated token (its k/v were written by the decode step that consumed it). */
+  /**
+   * Records a generated token. It joins `cached` only if a submitted step consumed it (that step
+   * wrote its k/v); the last token of a generation, never fed back, stays out of the cache.
+   */
   accept(id: number): void {
-    this.cached.push(id);
-    this.pending = Math.max(0, this.pending - 1);
+    if (this.pending > 0) {
+      this.cached.push(id);
+      this.pending--;
+    }
   }
 
   /** Forgets queued steps after a stop (their k/v lie beyond `cached` and get overwritten). */
@@ -99,6 +120,11 @@ export class Sequence {
   reset(): void {
     this.cached = [];
     this.pending = 0;
+  }
+
+  /** Keeps only the first n cached tokens (a rollback: later k/v are overwritten by later passes). */
+  truncate(n: number): void {
+    if (n < this.cached.length) this.cached.length = n;
   }
 
   /** Waits for every outstanding token readback (so their staging buffers can be reused). */

@@ -51,12 +51,36 @@ function describeAdapter(adapter: GPUAdapter): AdapterInfo {
   return { vendor, architecture, device, description, summary };
 }
 
+const shared = new Map<GPU, Map<string, Promise<GpuContext>>>();
+
+/**
+ * The GPU context for `opts`: one device per GPU object and options, shared by every engine of the
+ * page (so compiled pipelines are reused across loads, and a draft model shares its target's
+ * device), created on first use and forgotten when the device is lost.
+ */
+export function createGpuContext(opts: GpuOptions = {}): Promise<GpuContext> {
+  const gpu = opts.gpu ?? (globalThis as { navigator?: { gpu?: GPU } }).navigator?.gpu;
+  if (opts.device || !gpu) return requestGpuContext(opts);
+  const key = JSON.stringify([opts.powerPreference ?? '', [...(opts.disableFeatures ?? [])].sort()]);
+  let byKey = shared.get(gpu);
+  if (!byKey) shared.set(gpu, (byKey = new Map()));
+  const hit = byKey.get(key);
+  if (hit) return hit;
+  const p = requestGpuContext({ ...opts, gpu });
+  byKey.set(key, p);
+  const forget = () => {
+    if (byKey!.get(key) === p) byKey!.delete(key);
+  };
+  p.then((c) => c.device.lost.then(forget), forget);
+  return p;
+}
+
 /**
  * Requests an adapter and a device with the adapter's maximum buffer / binding / workgroup limits
  * and the optional features nibble accelerates with. Throws NibbleError('webgpu-unavailable')
  * with the reason when there is no WebGPU.
  */
-export async function createGpuContext(opts: GpuOptions = {}): Promise<GpuContext> {
+async function requestGpuContext(opts: GpuOptions): Promise<GpuContext> {
   if (opts.device) {
     const d = opts.device;
     return {

@@ -24,6 +24,8 @@ export interface Op {
 
 const MAX_WG = 65535;
 
+const PIPELINE_CACHES = new WeakMap<GPUDevice, { pipelines: Map<string, GPUComputePipeline>; modules: Map<string, GPUShaderModule> }>();
+
 /** Splits a 1-D count of workgroups over x and y when it exceeds the per-dimension limit. */
 export function split2d(n: number): [number, number] {
   if (n <= MAX_WG) return [n, 1];
@@ -39,14 +41,23 @@ export class Runtime {
   readonly ctx: GpuContext;
   /** The shared 16-byte Step uniform every op binds at binding 0. */
   readonly step: GPUBuffer;
-  private pipelines = new Map<string, GPUComputePipeline>();
-  private modules = new Map<string, GPUShaderModule>();
+  private pipelines: Map<string, GPUComputePipeline>;
+  private modules: Map<string, GPUShaderModule>;
   private dummy: GPUBuffer | null = null;
   private stepData = new Uint32Array(4);
 
   constructor(ctx: GpuContext) {
     this.ctx = ctx;
     this.device = ctx.device;
+    // pipelines are per device, not per Runtime: a second model on the same device (a draft, a
+    // reload) reuses the compiled pipelines
+    let caches = PIPELINE_CACHES.get(this.device);
+    if (!caches) {
+      caches = { pipelines: new Map(), modules: new Map() };
+      PIPELINE_CACHES.set(this.device, caches);
+    }
+    this.pipelines = caches.pipelines;
+    this.modules = caches.modules;
     this.step = this.device.createBuffer({
       label: 'step',
       size: 16,
@@ -55,13 +66,14 @@ export class Runtime {
   }
 
   pipeline(name: string, code: string, entryPoint: string, constants: Record<string, number | boolean>): GPUComputePipeline {
-    const key = `${name}:${entryPoint}:${JSON.stringify(constants)}`;
+    // keyed by the code itself: two shaders may share a name (format variants) but not code
+    const key = `${code}\u0000${entryPoint}\u0000${JSON.stringify(constants)}`;
     let p = this.pipelines.get(key);
     if (p) return p;
-    let module = this.modules.get(name);
+    let module = this.modules.get(code);
     if (!module) {
       module = this.device.createShaderModule({ label: name, code });
-      this.modules.set(name, module);
+      this.modules.set(code, module);
     }
     const c: Record<string, number> = {};
     for (const [k, v] of Object.entries(constants)) c[k] = typeof v === 'boolean' ? (v ? 1 : 0) : v;

@@ -1,14 +1,14 @@
 import type { LlamaConfig } from './config.ts';
-import { ropeInvFreq, tensorNames } from './config.ts';
+import { ropeInvFreq } from './config.ts';
 import type { TensorInfo } from '../loader/safetensors.ts';
-import { toF32 } from '../loader/safetensors.ts';
 import type { ModelSource } from '../source/types.ts';
-import { NibbleError } from '../errors.ts';
+import { HostMemoryMeter } from '../loader/memory.ts';
+import { loadWeights, type LoadStats, type WeightLoadOptions } from '../loader/weights.ts';
 import type { Op, Runtime, StepShape } from '../kernels/runtime.ts';
 import { embedOp, GEMV_MAX_ROWS, linearOp, type LinearMode } from '../kernels/linear.ts';
 import { argmaxOp, attentionOp, ropeKvOp, ropeTable, rmsnormOp, swigluOp } from '../kernels/ops.ts';
-import { getFormat, type GpuWeight } from '../quant/format.ts';
-import { formatFor, formatForFused, type QuantPlan } from '../quant/plan.ts';
+import type { GpuWeight } from '../quant/format.ts';
+import type { QuantPlan } from '../quant/plan.ts';
 
 /**
  * The Llama graph, written once for every weight format:
@@ -18,27 +18,16 @@ import { formatFor, formatForFused, type QuantPlan } from '../quant/plan.ts';
  * layer is 9 dispatches. Nothing here depends on the weight format: linearOp/embedOp pick kernels.
  */
 
-export interface LoadProgress {
-  phase: 'weights' | 'done';
-  bytesDone: number;
-  bytesTotal: number;
-  tensorsDone: number;
-  tensorsTotal: number;
-  /** The tensor being loaded. */
-  tensor?: string;
-}
+export type { LoadProgress, LoadStats } from '../loader/weights.ts';
+export { HostMemoryMeter };
 
-export interface ModelLoadOptions {
+export interface ModelLoadOptions extends WeightLoadOptions {
   /** KV cache length in positions (default min(max_position_embeddings, 4096)). */
   contextLength?: number;
   /** Most tokens per batched pass (prompt chunk size; default min(256, contextLength)). */
   maxBatch?: number;
   /** Rows of logits one pass can produce (eval, speculative verify); default from a 64 MiB budget. */
   maxLogitRows?: number;
-  /** Bytes of one streamed read (default 8 MiB; rounded to whole rows). */
-  chunkBytes?: number;
-  signal?: AbortSignal;
-  onProgress?: (p: LoadProgress) => void;
 }
 
 interface LayerWeights {
@@ -52,19 +41,6 @@ interface LayerWeights {
   down: GpuWeight;
   k: GPUBuffer; // KV cache of this layer
   v: GPUBuffer;
-}
-
-/** Counts the bytes the loader holds on the host at once (for the bounded-memory guarantee). */
-export class HostMemoryMeter {
-  current = 0;
-  peak = 0;
-  hold(n: number): void {
-    this.current += n;
-    if (this.current > this.peak) this.peak = this.current;
-  }
-  release(n: number): void {
-    this.current -= n;
-  }
 }
 
 export class LlamaModel {
@@ -84,6 +60,8 @@ export class LlamaModel {
   readonly weightCount: number;
   readonly formats: Record<string, number>;
   readonly hostMemory: HostMemoryMeter;
+  /** How the weights were loaded (cache, bytes, requests, timings); set by load(). */
+  loadStats: LoadStats | null = null;
   private opsLayersGemv: Op[] = [];
   private opsLayersGemm: Op[] = [];
   private opsEmbed: Op[] = [];
@@ -181,6 +159,11 @@ export class LlamaModel {
     this.buffers = [];
   }
 
+  /**
+   * Loads the weights (weight cache, else streamed from the checkpoint and quantized: see
+   * loader/weights.ts), allocates the KV cache and builds the graph. On failure every GPU buffer
+   * made so far is destroyed.
+   */
   static async load(
     rt: Runtime,
     cfg: LlamaConfig,
@@ -189,151 +172,35 @@ export class LlamaModel {
     plan: QuantPlan,
     opts: ModelLoadOptions = {},
   ): Promise<LlamaModel> {
-    const names = tensorNames(cfg);
     const ctx = Math.max(1, Math.min(opts.contextLength ?? Math.min(cfg.maxPositionEmbeddings, 4096), cfg.maxPositionEmbeddings));
     const maxBatch = Math.max(1, Math.min(opts.maxBatch ?? 256, ctx));
     const maxLogitRows = Math.max(
       1,
       Math.min(opts.maxLogitRows ?? Math.max(GEMV_MAX_ROWS + 1, Math.floor((64 << 20) / (cfg.vocabSize * 4))), maxBatch),
     );
-    const chunkBytes = opts.chunkBytes ?? 8 << 20;
-    const host = new HostMemoryMeter();
-    const owned: GPUBuffer[] = [];
-    const formats: Record<string, number> = {};
-    let weightBytes = 0;
-    let matrixBytes = 0;
-    let weightCount = 0;
-
-    const all = [...tensors.values()];
-    const needed = new Set<string>([names.embed, names.finalNorm, ...(names.lmHead ? [names.lmHead] : [])]);
-    for (const L of names.layers) for (const n of Object.values(L)) if (n) needed.add(n);
-    const bytesTotal = all.filter((t) => needed.has(t.name)).reduce((a, t) => a + (t.end - t.start), 0);
-    let bytesDone = 0;
-    let tensorsDone = 0;
-    const progress = (tensor?: string) =>
-      opts.onProgress?.({ phase: 'weights', bytesDone, bytesTotal, tensorsDone, tensorsTotal: needed.size, tensor });
-
-    const info = (name: string): TensorInfo => {
-      const t = tensors.get(name);
-      if (!t) throw new NibbleError('missing-tensor', `tensor "${name}" is missing from the checkpoint`);
-      return t;
-    };
-    const checkAbort = () => {
-      if (opts.signal?.aborted) throw new NibbleError('aborted', 'model load aborted');
-    };
-
-    /** Streams whole-row chunks of `name` into rows row0.. of a builder. */
-    const stream = async (name: string, write: (row0: number, bytes: Uint8Array) => void) => {
-      const t = info(name);
-      const cols = t.shape[t.shape.length - 1] ?? 1;
-      const rows = t.shape.length >= 2 ? t.shape[0] : 1;
-      const rowBytes = (t.end - t.start) / rows;
-      const rowsPerChunk = Math.max(1, Math.floor(chunkBytes / Math.max(1, rowBytes)));
-      for (let r = 0; r < rows; r += rowsPerChunk) {
-        checkAbort();
-        const n = Math.min(rowsPerChunk, rows - r);
-        const len = n * rowBytes;
-        host.hold(len);
-        try {
-          const bytes = await source.range(t.file, t.start + r * rowBytes, t.start + r * rowBytes + len, opts.signal);
-          write(r, bytes);
-          bytesDone += len;
-          progress(name);
-        } finally {
-          host.release(len);
-        }
-      }
-      void cols;
-      tensorsDone++;
-    };
-
-    const matrix = async (members: string[], format: string, label: string): Promise<GpuWeight> => {
-      const shapes = members.map((m) => info(m).shape);
-      const cols = shapes[0][1];
-      const rows = shapes.reduce((a, s) => a + s[0], 0);
-      const f = getFormat(format)!;
-      if (!f.supported(rt)) {
-        throw new NibbleError('bad-argument', `weight format "${format}" is not supported on this GPU (${rt.ctx.adapterInfo.summary})`);
-      }
-      const b = f.create(rt, rows, cols, label);
-      let row0 = 0;
-      for (let i = 0; i < members.length; i++) {
-        const t = info(members[i]);
-        const base = row0;
-        await stream(members[i], (r, bytes) => b.write(base + r, t.dtype, bytes));
-        row0 += shapes[i][0];
-      }
-      const w = b.finish();
-      owned.push(...w.buffers);
-      weightBytes += w.bytes;
-      matrixBytes += w.bytes;
-      weightCount += rows * cols;
-      formats[format] = (formats[format] ?? 0) + rows * cols;
-      return w;
-    };
-
-    const vector = async (name: string): Promise<GPUBuffer> => {
-      const t = info(name);
-      let data: Float32Array | null = null;
-      await stream(name, (_r, bytes) => {
-        data = toF32(bytes, t.dtype);
+    const w = await loadWeights(rt, cfg, source, tensors, plan, opts);
+    const owned = w.owned;
+    try {
+      const kvBytes = cfg.numKvHeads * ctx * cfg.headDim * 4;
+      const layers: LayerWeights[] = w.layers.map((L, i) => {
+        const k = rt.buffer(kvBytes, `layer${i}.k_cache`);
+        owned.push(k);
+        const v = rt.buffer(kvBytes, `layer${i}.v_cache`);
+        owned.push(v);
+        return { ...L, k, v };
       });
-      const buf = rt.upload(data!, name);
-      owned.push(buf);
-      weightBytes += buf.size;
-      return buf;
-    };
-
-    const concatVectors = async (members: string[], label: string): Promise<GPUBuffer> => {
-      const parts: Float32Array[] = [];
-      for (const m of members) {
-        const t = info(m);
-        await stream(m, (_r, bytes) => parts.push(toF32(bytes, t.dtype)));
-      }
-      const total = parts.reduce((a, p) => a + p.length, 0);
-      const all = new Float32Array(total);
-      let o = 0;
-      for (const p of parts) {
-        all.set(p, o);
-        o += p.length;
-      }
-      const buf = rt.upload(all, label);
-      owned.push(buf);
-      weightBytes += buf.size;
-      return buf;
-    };
-
-    progress();
-    const embed = await matrix([names.embed], formatFor(plan, names.embed), names.embed);
-    const { numKvHeads: nKV, headDim: D } = cfg;
-    const kvBytes = nKV * ctx * D * 4;
-    const layers: LayerWeights[] = [];
-    for (let i = 0; i < cfg.numLayers; i++) {
-      const L = names.layers[i];
-      const qkvNames = [L.q, L.k, L.v];
-      const guNames = [L.gate, L.up];
-      const inputNorm = await vector(L.inputNorm);
-      const qkv = await matrix(qkvNames, formatForFused(plan, qkvNames), `layer${i}.qkv`);
-      const qkvBias = L.qBias && L.kBias && L.vBias ? await concatVectors([L.qBias, L.kBias, L.vBias], `layer${i}.qkv_bias`) : null;
-      const o = await matrix([L.o], formatFor(plan, L.o), `layer${i}.o`);
-      const oBias = L.oBias ? await vector(L.oBias) : null;
-      const postNorm = await vector(L.postNorm);
-      const gateUp = await matrix(guNames, formatForFused(plan, guNames), `layer${i}.gate_up`);
-      const down = await matrix([L.down], formatFor(plan, L.down), `layer${i}.down`);
-      const k = rt.buffer(kvBytes, `layer${i}.k_cache`);
-      const v = rt.buffer(kvBytes, `layer${i}.v_cache`);
-      owned.push(k, v);
-      layers.push({ inputNorm, postNorm, qkv, qkvBias, o, oBias, gateUp, down, k, v });
+      const model = new LlamaModel(rt, cfg, { embed: w.embed, head: w.head, finalNorm: w.finalNorm, layers }, { ctx, maxBatch, maxLogitRows }, owned, {
+        weightBytes: w.weightBytes,
+        matrixBytes: w.matrixBytes,
+        weightCount: w.weightCount,
+        formats: w.formats,
+        host: w.budget.meter,
+      });
+      model.loadStats = w.stats;
+      return model;
+    } catch (e) {
+      for (const b of owned) b.destroy();
+      throw e;
     }
-    const finalNorm = await vector(names.finalNorm);
-    const head = names.lmHead ? await matrix([names.lmHead], formatFor(plan, names.lmHead), names.lmHead) : embed;
-    opts.onProgress?.({ phase: 'done', bytesDone, bytesTotal, tensorsDone, tensorsTotal: needed.size });
-    return new LlamaModel(rt, cfg, { embed, head, finalNorm, layers }, { ctx, maxBatch, maxLogitRows }, owned, {
-      weightBytes,
-      matrixBytes,
-      weightCount,
-      formats,
-      host,
-    });
   }
 }

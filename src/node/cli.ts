@@ -3,8 +3,11 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { RuntimeHost } from './host.ts';
 import type { GpuMode } from './browser.ts';
+import { createInterface } from 'node:readline';
 import type { LoadOptions } from '../api/engine.ts';
 import type { LoadProgress } from '../model/llama.ts';
+import type { SamplingOptions } from '../generate/sampling.ts';
+import type { ChatMessage } from '../api/chat.ts';
 
 /**
  * nibble's command line. Engine work runs in headless Chromium on WebGPU (RuntimeHost); the
@@ -14,6 +17,9 @@ const USAGE = `nibble — LLM inference on WebGPU
 
 Usage:
   nibble generate --model M --prompt TEXT [--max-new-tokens N] [--quant Q] [--json]
+                  [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--seed S]
+                  [--stop TEXT]... [--draft M2|self [--draft-quant Q] [--draft-tokens K]]
+  nibble chat --model M [--system TEXT] [--max-new-tokens N] [--quant Q] [--stats] [sampling and --draft options as above]
   nibble eval --model M --text-file F [--quant Q] [--json]
   nibble hub-serve --dir DIR [--port N] [--host H] [--latency-ms MS] [--cut-after BYTES] [--fail-rate P]
   nibble bench [--model M] [--quant Q1,Q2,...] [--prompt-tokens N] [--new-tokens N] [--runs N] [--json] [--out FILE]
@@ -27,6 +33,17 @@ Common options:
   --hub URL            Hub endpoint (default $HF_ENDPOINT or https://huggingface.co)
   --revision REV       Hub revision (default main)
   --token TOKEN        Hub access token (default $HF_TOKEN)
+Generation:
+  --temperature T      0 = greedy (generate's default); sampling runs on the GPU
+  --top-k K, --top-p P, --min-p P, --repetition-penalty R   filters / penalty (HF semantics)
+  --seed S             seed of the draw (uint32): the same seed and settings give the same text
+  --stop TEXT          stop string (repeatable); it is not printed
+  --draft M2           speculative decoding with draft model M2 ("self" or M itself: the target's
+                       checkpoint again at --draft-quant, default nf4); --draft-tokens K per round (4)
+Chat (a terminal REPL; reads one user message per line from stdin when it is not a terminal):
+  /reset clears the history, /exit quits. Sampling defaults come from generation_config.json, else
+  temperature 0.7, top-p 0.9. --stats prints each turn's token counts and speed on stderr (always
+  on in a terminal).
 Synthetic shapes: smollm2-135m, smollm2-360m, llama-3.2-1b, qwen2.5-0.5b`;
 
 class UsageError extends Error {}
@@ -43,6 +60,38 @@ const COMMON = {
   help: { type: 'boolean', short: 'h' },
 } as const;
 
+/** Sampling, stop and draft options of generate and chat. */
+const GENERATION = {
+  'max-new-tokens': { type: 'string' },
+  temperature: { type: 'string' },
+  'top-k': { type: 'string' },
+  'top-p': { type: 'string' },
+  'min-p': { type: 'string' },
+  'repetition-penalty': { type: 'string' },
+  seed: { type: 'string' },
+  stop: { type: 'string', multiple: true },
+  draft: { type: 'string' },
+  'draft-quant': { type: 'string' },
+  'draft-tokens': { type: 'string' },
+} as const;
+
+function samplingFlags(v: Record<string, unknown>): SamplingOptions {
+  const o: SamplingOptions = {};
+  const t = num(v.temperature as string | undefined, 'temperature');
+  if (t !== undefined) o.temperature = t;
+  const k = int(v['top-k'] as string | undefined, 'top-k');
+  if (k !== undefined) o.topK = k;
+  const p = num(v['top-p'] as string | undefined, 'top-p');
+  if (p !== undefined) o.topP = p;
+  const mp = num(v['min-p'] as string | undefined, 'min-p');
+  if (mp !== undefined) o.minP = mp;
+  const rp = num(v['repetition-penalty'] as string | undefined, 'repetition-penalty');
+  if (rp !== undefined) o.repetitionPenalty = rp;
+  const seed = int(v.seed as string | undefined, 'seed');
+  if (seed !== undefined) o.seed = seed;
+  return o;
+}
+
 function int(v: string | undefined, name: string, def?: number): number | undefined {
   if (v === undefined) return def;
   const n = Number(v);
@@ -58,9 +107,15 @@ function num(v: string | undefined, name: string): number | undefined {
 }
 
 /** Starts the runtime and loads the model named by --model. */
-async function loadModel(v: Record<string, unknown>, quiet: boolean): Promise<{ host: RuntimeHost; info: { adapter: { summary: string }; loadMs: number } & Record<string, unknown> }> {
+async function loadModel(
+  v: Record<string, unknown>,
+  quiet: boolean,
+): Promise<{ host: RuntimeHost; info: { adapter: { summary: string }; loadMs: number; generationDefaults?: SamplingOptions } & Record<string, unknown> }> {
   const model = v.model as string | undefined;
   if (!model) throw new UsageError('--model is required');
+  if (v.draft === undefined && (v['draft-quant'] !== undefined || v['draft-tokens'] !== undefined)) {
+    throw new UsageError('--draft-quant and --draft-tokens need --draft');
+  }
   const host = await RuntimeHost.start({ gpu: (v.gpu as GpuMode | undefined) ?? 'auto' });
   try {
     const url = host.modelUrl(model);
@@ -70,7 +125,19 @@ async function loadModel(v: Record<string, unknown>, quiet: boolean): Promise<{ 
       hubEndpoint: (v.hub as string | undefined) ?? process.env.HF_ENDPOINT,
       revision: v.revision as string | undefined,
       token: (v.token as string | undefined) ?? process.env.HF_TOKEN,
+      // the CLI's Chromium profile is temporary: a browser weight cache would be written and thrown away
+      cache: false,
     };
+    const draft = v.draft as string | undefined;
+    if (draft !== undefined) {
+      // the target itself ("self", or the same --model) → its checkpoint again at a cheaper format
+      const self = draft === 'self' || draft === model;
+      load.draft = {
+        model: self ? undefined : host.modelUrl(draft),
+        quant: (v['draft-quant'] as string | undefined) ?? (self ? 'nf4' : load.quant),
+        tokens: int(v['draft-tokens'] as string | undefined, 'draft-tokens', 4),
+      };
+    }
     const off = quiet
       ? () => {}
       : host.on((ev) => {
@@ -79,7 +146,7 @@ async function loadModel(v: Record<string, unknown>, quiet: boolean): Promise<{ 
           const pct = p.bytesTotal ? Math.floor((100 * p.bytesDone) / p.bytesTotal) : 100;
           process.stderr.write(`\rloading ${pct}% (${p.tensorsDone}/${p.tensorsTotal} tensors)${p.phase === 'done' ? '\n' : ''}`);
         });
-    const info = await host.run<{ adapter: { summary: string }; loadMs: number }>({ kind: 'load', model: url, load });
+    const info = await host.run<{ adapter: { summary: string }; loadMs: number; generationDefaults?: SamplingOptions }>({ kind: 'load', model: url, load });
     off();
     return { host, info };
   } catch (e) {
@@ -91,11 +158,12 @@ async function loadModel(v: Record<string, unknown>, quiet: boolean): Promise<{ 
 async function cmdGenerate(argv: string[]): Promise<void> {
   const { values: v } = parseArgs({
     args: argv,
-    options: { ...COMMON, prompt: { type: 'string' }, 'max-new-tokens': { type: 'string' } },
+    options: { ...COMMON, ...GENERATION, prompt: { type: 'string' } },
   });
   if (v.help) return void console.log(USAGE);
   if (v.prompt === undefined) throw new UsageError('--prompt is required');
   const maxNewTokens = int(v['max-new-tokens'], 'max-new-tokens', 128)!;
+  const sampling = samplingFlags(v);
   const { host } = await loadModel(v, !!v.json);
   try {
     const off = v.json
@@ -103,16 +171,82 @@ async function cmdGenerate(argv: string[]): Promise<void> {
       : host.on((ev) => {
           if (ev.type === 'text') process.stdout.write(String(ev.text));
         });
-    const r = await host.run<Record<string, unknown>>({ kind: 'generate', prompt: v.prompt, maxNewTokens, stream: !v.json });
+    const r = await host.run<Record<string, unknown>>({ kind: 'generate', prompt: v.prompt, maxNewTokens, stream: !v.json, sampling, stop: v.stop });
     off();
+    const spec = r.speculative as { acceptanceRate: number; tokensPerTargetPass: number } | undefined;
     if (v.json) {
       process.stdout.write(JSON.stringify(r) + '\n');
     } else {
       const t = r.timings as { prefillMs: number; decodeTokensPerSecond: number; loadMs: number };
       process.stdout.write('\n');
+      const specText = spec ? `, speculative: acceptance ${(100 * spec.acceptanceRate).toFixed(0)}%, ${spec.tokensPerTargetPass.toFixed(2)} tokens/target pass` : '';
       process.stderr.write(
-        `[${r.adapter}] load ${t.loadMs.toFixed(0)} ms, prefill ${t.prefillMs.toFixed(0)} ms, decode ${t.decodeTokensPerSecond.toFixed(1)} tok/s\n`,
+        `[${r.adapter}] load ${t.loadMs.toFixed(0)} ms, prefill ${t.prefillMs.toFixed(0)} ms, decode ${t.decodeTokensPerSecond.toFixed(1)} tok/s${specText}\n`,
       );
+    }
+  } finally {
+    await host.close();
+  }
+}
+
+async function cmdChat(argv: string[]): Promise<void> {
+  const { values: v } = parseArgs({ args: argv, options: { ...COMMON, ...GENERATION, system: { type: 'string' }, stats: { type: 'boolean' } } });
+  if (v.help) return void console.log(USAGE);
+  const maxNewTokens = int(v['max-new-tokens'], 'max-new-tokens');
+  const flags = samplingFlags(v);
+  const { host, info } = await loadModel(v, false);
+  try {
+    await host.run({ kind: 'chat-template' }); // fail before reading input: no-chat-template
+    const defaults = info.generationDefaults && Object.keys(info.generationDefaults).length ? info.generationDefaults : { temperature: 0.7, topP: 0.9 };
+    const sampling: SamplingOptions = { ...defaults, ...flags };
+    const tty = !!process.stdin.isTTY && !!process.stdout.isTTY;
+    const system: ChatMessage[] = v.system ? [{ role: 'system', content: v.system }] : [];
+    let history: ChatMessage[] = [...system];
+    const rl = createInterface({ input: process.stdin, output: tty ? process.stdout : undefined, terminal: tty });
+    if (tty) {
+      process.stderr.write(`nibble chat — ${v.model} on ${info.adapter.summary}. /reset clears the history, /exit quits.\n`);
+      rl.setPrompt('> ');
+      rl.prompt();
+    }
+    const off = host.on((ev) => {
+      if (ev.type === 'text') process.stdout.write(String(ev.text));
+    });
+    try {
+      for await (const raw of rl) {
+        const line = raw.trim();
+        if (line === '/exit' || line === '/quit') break;
+        if (line === '/reset') {
+          history = [...system];
+          if (tty) process.stderr.write('(history cleared)\n');
+        } else if (line) {
+          history.push({ role: 'user', content: line });
+          const r = await host.run<{
+            content: string;
+            finishReason: string | null;
+            usage: { prompt_tokens: number; completion_tokens: number; prompt_tokens_details: { cached_tokens: number } } | null;
+            timings: { decodeTokensPerSecond: number } | null;
+          }>({
+            kind: 'chat',
+            messages: history,
+            maxNewTokens,
+            sampling,
+            stop: v.stop,
+            stream: true,
+          });
+          process.stdout.write('\n');
+          history.push({ role: 'assistant', content: r.content });
+          if ((tty || v.stats) && r.timings && r.usage) {
+            const u = r.usage;
+            process.stderr.write(
+              `[prompt ${u.prompt_tokens} tokens (${u.prompt_tokens_details.cached_tokens} cached), reply ${u.completion_tokens} tokens, ${r.timings.decodeTokensPerSecond.toFixed(1)} tok/s, ${r.finishReason}]\n`,
+            );
+          }
+        }
+        if (tty) rl.prompt();
+      }
+    } finally {
+      off();
+      rl.close();
     }
   } finally {
     await host.close();
@@ -243,6 +377,9 @@ export async function main(argv: string[]): Promise<number> {
     switch (cmd) {
       case 'generate':
         await cmdGenerate(rest);
+        return 0;
+      case 'chat':
+        await cmdChat(rest);
         return 0;
       case 'eval':
         await cmdEval(rest);

@@ -5,7 +5,7 @@
 import { open, readFile, stat } from 'node:fs/promises';
 import * as nodePath from 'node:path';
 import { NibbleError } from '../errors.ts';
-import type { ModelSource } from '../source/types.ts';
+import type { FileMetadata, ModelSource } from '../source/types.ts';
 
 /** Positional reads are issued in chunks this big, checking the abort signal between them. */
 const READ_CHUNK = 16 * 1024 * 1024;
@@ -20,11 +20,13 @@ function errno(e: unknown): string | undefined {
 
 export class FsSource implements ModelSource {
   readonly description: string;
+  readonly cacheId: string;
   private readonly dir: string;
 
   constructor(dir: string) {
     this.dir = nodePath.resolve(dir);
     this.description = this.dir;
+    this.cacheId = `fs:${this.dir}`;
   }
 
   /** Absolute path of a file; refuses paths that would leave the model directory. */
@@ -90,6 +92,19 @@ export class FsSource implements ModelSource {
       const s = await stat(full);
       if (!s.isFile()) throw Object.assign(new Error(`${full} is not a file`), { code: 'EISDIR' });
       return s.size;
+    } catch (e) {
+      return this.missing(path, e);
+    }
+  }
+
+  /** Size and modification time (the weight cache's validator for files on disk). */
+  async metadata(path: string, signal?: AbortSignal): Promise<FileMetadata> {
+    throwIfAborted(signal, path);
+    const full = this.resolve(path);
+    try {
+      const s = await stat(full);
+      if (!s.isFile()) throw Object.assign(new Error(`${full} is not a file`), { code: 'EISDIR' });
+      return { size: s.size, lastModified: Math.floor(s.mtimeMs) };
     } catch (e) {
       return this.missing(path, e);
     }

@@ -22,7 +22,11 @@
  *
  * Fault injection (for retry / resume tests), by default only on paths ending in .safetensors:
  * `latencyMs` delays the answer, `failRate` answers 500 instead (deterministic sequence from `seed`),
- * `cutAfterBytes` sends the headers and the first N body bytes of each GET, then closes the connection.
+ * `cutAfterBytes` sends the headers and the first N body bytes of each GET, then closes the connection;
+ * `stallAfterBytes` sends the first N body bytes, then nothing more (the connection stays open);
+ * `maxFaults` limits those faults to the first N requests they apply to. `corruptByteAt` flips one
+ * byte (at that offset of the file) in every body that covers it, while the ETags keep describing the
+ * real file: what a bit flip in transit or on the CDN looks like to a client that checks sha256.
  */
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { createReadStream, type Stats } from 'node:fs';
@@ -40,6 +44,12 @@ export interface HubFaults {
   /** Fraction 0..1 of requests answered 500, deterministic from `seed`. */
   failRate?: number;
   seed?: number;
+  /** Send the first N bytes of each GET body, then stall: no more bytes, connection left open. */
+  stallAfterBytes?: number;
+  /** Apply latency / failRate / cut / stall to at most this many requests (default: all). */
+  maxFaults?: number;
+  /** Flip (xor 0xff) the byte at this file offset in every body that covers it (ETags unchanged). */
+  corruptByteAt?: number;
   /** Faults apply only to request paths matching this; default: only *.safetensors files. */
   onlyPaths?: RegExp;
 }
@@ -202,9 +212,11 @@ export async function startHubServer(opts: HubServerOptions): Promise<HubServer>
   const commits = new Map<string, { at: number; value: Promise<string> }>();
   let faults: HubFaults | undefined;
   let rng = mulberry32(0);
+  let faulted = 0;
   const setFaults = (f: HubFaults | undefined) => {
     faults = f ? { ...f } : undefined;
     rng = mulberry32(f?.seed ?? 0);
+    faulted = 0;
   };
   setFaults(opts.faults);
 
@@ -314,6 +326,8 @@ export async function startHubServer(opts: HubServerOptions): Promise<HubServer>
     st: Stats,
     headers: Record<string, string>,
     cutAfter: number | undefined,
+    stallAfter: number | undefined,
+    corruptAt: number | undefined,
   ) {
     const size = st.size;
     const range = parseRange(req.headers.range, size);
@@ -342,6 +356,19 @@ export async function startHubServer(opts: HubServerOptions): Promise<HubServer>
       return;
     }
     const limit = cutAfter !== undefined && cutAfter >= 0 && cutAfter < length ? cutAfter : Infinity;
+    const stallAt = stallAfter !== undefined && stallAfter >= 0 && stallAfter < length ? stallAfter : Infinity;
+    /** Flips the corrupted byte when `buf` (file bytes from `at`) covers it. */
+    const corrupt = (buf: Buffer, at: number): Buffer => {
+      if (corruptAt === undefined || corruptAt < at || corruptAt >= at + buf.byteLength) return buf;
+      const copy = Buffer.from(buf);
+      copy[corruptAt - at] ^= 0xff;
+      return copy;
+    };
+    if (stallAt === 0) {
+      faulted++;
+      res.flushHeaders();
+      return;
+    }
     const cut = () => {
       // Flush what was written, then close the connection without ending the response.
       const sock = res.socket;
@@ -350,6 +377,7 @@ export async function startHubServer(opts: HubServerOptions): Promise<HubServer>
       else res.destroy();
     };
     if (limit === 0) {
+      faulted++;
       res.flushHeaders();
       cut();
       return;
@@ -359,8 +387,18 @@ export async function startHubServer(opts: HubServerOptions): Promise<HubServer>
     res.on('close', () => rs.destroy());
     rs.on('error', (err) => res.destroy(err));
     rs.on('data', (chunk) => {
-      const buf = chunk as Buffer;
+      const buf = corrupt(chunk as Buffer, start + sent);
+      if (sent + buf.byteLength > stallAt && stallAt < limit) {
+        const part = buf.subarray(0, stallAt - sent);
+        faulted++;
+        sent += part.byteLength;
+        rec.bytesSent = sent;
+        rs.destroy();
+        if (part.byteLength > 0) res.write(part);
+        return; // stall: the response stays open until the client gives up
+      }
       if (sent + buf.byteLength > limit) {
+        faulted++;
         const part = buf.subarray(0, limit - sent);
         sent += part.byteLength;
         rec.bytesSent = sent;
@@ -406,14 +444,22 @@ export async function startHubServer(opts: HubServerOptions): Promise<HubServer>
     }
 
     const f = faults;
-    if (f && (f.onlyPaths ?? DEFAULT_FAULT_PATHS).test(rec.path)) {
-      if (f.latencyMs && f.latencyMs > 0) await new Promise((r) => setTimeout(r, f.latencyMs));
-      if (f.failRate && f.failRate > 0 && rng() < f.failRate) {
+    const faultable = !!f && (f.onlyPaths ?? DEFAULT_FAULT_PATHS).test(rec.path);
+    const active = faultable && (f!.maxFaults === undefined || faulted < f!.maxFaults);
+    if (active) {
+      if (f!.latencyMs && f!.latencyMs > 0) {
+        faulted++;
+        await new Promise((r) => setTimeout(r, f!.latencyMs));
+      }
+      if (f!.failRate && f!.failRate > 0 && rng() < f!.failRate) {
+        faulted++;
         sendError(req, res, rec, 500, 'InjectedFault', 'Internal Error (injected fault)');
         return;
       }
     }
-    const cutAfter = f && (f.onlyPaths ?? DEFAULT_FAULT_PATHS).test(rec.path) && method === 'GET' ? f.cutAfterBytes : undefined;
+    const cutAfter = active && method === 'GET' ? f!.cutAfterBytes : undefined;
+    const stallAfter = active && method === 'GET' ? f!.stallAfterBytes : undefined;
+    const corruptAt = faultable && method === 'GET' ? f!.corruptByteAt : undefined;
 
     const url = new URL(req.url ?? '/', 'http://localhost');
     const parts = segments(url.pathname);
@@ -495,7 +541,7 @@ export async function startHubServer(opts: HubServerOptions): Promise<HubServer>
 
     if (cdn) {
       const sha256 = await fileHash(abs, st, 'sha256');
-      sendFile(req, res, rec, abs, st, { ETag: `"${sha256}"`, 'X-Repo-Commit': commit }, cutAfter);
+      sendFile(req, res, rec, abs, st, { ETag: `"${sha256}"`, 'X-Repo-Commit': commit }, cutAfter, stallAfter, corruptAt);
       return;
     }
     if (lfs) {
@@ -516,7 +562,7 @@ export async function startHubServer(opts: HubServerOptions): Promise<HubServer>
       return;
     }
     const gitSha = await fileHash(abs, st, 'git');
-    sendFile(req, res, rec, abs, st, { ETag: `"${gitSha}"`, 'X-Repo-Commit': commit }, cutAfter);
+    sendFile(req, res, rec, abs, st, { ETag: `"${gitSha}"`, 'X-Repo-Commit': commit }, cutAfter, stallAfter, corruptAt);
   }
 
   const server = createServer((req, res) => {

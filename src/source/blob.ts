@@ -3,7 +3,7 @@
  * drag and drop, or the File System Access API), or any Blobs keyed by path.
  */
 import { NibbleError } from '../errors.ts';
-import type { ModelSource } from './types.ts';
+import type { FileMetadata, ModelSource } from './types.ts';
 
 function throwIfAborted(signal: AbortSignal | undefined, what: string): void {
   if (signal?.aborted) throw new NibbleError('aborted', `${what}: aborted`, { cause: signal.reason });
@@ -25,6 +25,8 @@ function relativePath(f: File): string {
 
 export class BlobSource implements ModelSource {
   readonly description: string;
+  /** Picked files have no stable identity beyond their name: `blob:<description>` (validated by size + lastModified). */
+  readonly cacheId: string;
   private readonly files: Map<string, Blob>;
 
   /** @param files path → Blob, or picked Files (an array or a FileList) */
@@ -42,6 +44,7 @@ export class BlobSource implements ModelSource {
       }
       this.description = description ?? (folder ? `picked folder "${folder}"` : 'picked files');
     }
+    this.cacheId = `blob:${this.description}`;
   }
 
   /** The paths this source holds. */
@@ -70,6 +73,14 @@ export class BlobSource implements ModelSource {
   async size(path: string, signal?: AbortSignal): Promise<number> {
     throwIfAborted(signal, path);
     return this.get(path).size;
+  }
+
+  /** Size, and lastModified for Files (plain Blobs have none, so they are not cached). */
+  async metadata(path: string, signal?: AbortSignal): Promise<FileMetadata> {
+    throwIfAborted(signal, path);
+    const blob = this.get(path);
+    const lm = (blob as { lastModified?: number }).lastModified;
+    return { size: blob.size, ...(typeof lm === 'number' ? { lastModified: lm } : {}) };
   }
 
   async range(path: string, start: number, end: number, signal?: AbortSignal): Promise<Uint8Array> {

@@ -5,7 +5,7 @@
  * away (the Hub source layers retries on top).
  */
 import { NibbleError } from '../errors.ts';
-import type { ModelSource } from './types.ts';
+import { parseEtag, type FileMetadata, type ModelSource } from './types.ts';
 
 export interface UrlSourceOptions {
   /** fetch implementation (default: globalThis.fetch), e.g. for tests or auth wrappers. */
@@ -54,6 +54,7 @@ function discard(res: Response): void {
 
 export class UrlSource implements ModelSource {
   readonly description: string;
+  readonly cacheId: string;
   private readonly base: string;
   private readonly fetchFn: typeof fetch;
   private readonly headers: Record<string, string>;
@@ -61,6 +62,7 @@ export class UrlSource implements ModelSource {
   constructor(baseUrl: string, opts: UrlSourceOptions = {}) {
     this.base = baseUrl.replace(/\/+$/, '');
     this.description = this.base;
+    this.cacheId = `url:${this.base}`;
     // Bind: calling an unbound `fetch` with another `this` throws "Illegal invocation" in browsers.
     this.fetchFn = opts.fetch ?? ((input, init) => globalThis.fetch(input, init));
     this.headers = { ...(opts.headers ?? {}) };
@@ -128,6 +130,21 @@ export class UrlSource implements ModelSource {
       if (e instanceof NibbleError && e.code === 'not-found') return false;
       throw e; // unauthorized / network / aborted are not "absent"
     }
+  }
+
+  /** Size, ETag and Last-Modified from a HEAD (falls back to size() when HEAD gives no length). */
+  async metadata(path: string, signal?: AbortSignal): Promise<FileMetadata> {
+    const head = await this.request(path, 'HEAD', {}, signal);
+    if (!head.ok && (head.status === 404 || head.status === 401 || head.status === 403)) throw this.statusError(head, path, 'HEAD');
+    discard(head);
+    const len = head.ok ? parseLength(head.headers.get('content-length')) : null;
+    const size = len ?? (await this.size(path, signal));
+    const lm = head.ok ? Date.parse(head.headers.get('last-modified') ?? '') : NaN;
+    return {
+      size,
+      ...(head.ok ? parseEtag(head.headers.get('etag')) : {}),
+      ...(Number.isFinite(lm) ? { lastModified: lm } : {}),
+    };
   }
 
   async size(path: string, signal?: AbortSignal): Promise<number> {

@@ -10,6 +10,8 @@ import { argmaxOp, attentionOp, ropeKvOp, ropeTable, rmsnormOp, swigluOp } from 
 import { getFormat } from '../../src/quant/format.ts';
 import '../../src/quant/formats.ts';
 import { Engine, type LoadOptions } from '../../src/api/engine.ts';
+import { genApi } from './harness-gen.ts';
+import { loaderApi } from './harness-loader.ts';
 
 let ctxPromise: Promise<GpuContext> | null = null;
 async function rt(): Promise<Runtime> {
@@ -42,10 +44,42 @@ function weight(r: Runtime, format: string, W: Arr, rows: number, cols: number, 
   return b.finish();
 }
 
+interface QuantJob {
+  format: string;
+  cols: number;
+  parts: Array<{ dtype: 'F32' | 'F16' | 'BF16'; bytes: Arr; rows: number }>;
+  chunkRows: number;
+}
+
+async function quantizeJob(r: Runtime, job: QuantJob) {
+  const rows = job.parts.reduce((n, p) => n + p.rows, 0);
+  r.device.pushErrorScope('validation');
+  const b = getFormat(job.format)!.create(r, rows, job.cols, 'W');
+  let row0 = 0;
+  for (const p of job.parts) {
+    const bytes = new Uint8Array(p.bytes);
+    const rowBytes = bytes.length / p.rows;
+    for (let i = 0; i < p.rows; i += job.chunkRows) {
+      const n = Math.min(job.chunkRows, p.rows - i);
+      b.write(row0 + i, p.dtype, bytes.subarray(i * rowBytes, (i + n) * rowBytes));
+    }
+    row0 += p.rows;
+  }
+  const w = b.finish();
+  const buffers: Arr[] = [];
+  for (const buf of w.buffers) buffers.push(Array.from(new Uint32Array(await r.read(buf))));
+  const err = await r.device.popErrorScope();
+  if (err) throw new Error(`GPU validation error: ${err.message}`);
+  for (const buf of w.buffers) buf.destroy();
+  return { buffers, bytes: w.bytes, format: w.format, constants: w.constants };
+}
+
 const api = {
+  ...genApi,
+  ...loaderApi,
   async info() {
     const c = await (ctxPromise ??= createGpuContext());
-    return { adapter: c.adapterInfo, features: c.features, maxBuffer: c.limits.maxBufferSize };
+    return { adapter: c.adapterInfo, features: c.features, maxBuffer: c.limits.maxBufferSize, maxBinding: c.limits.maxStorageBufferBindingSize };
   },
 
   async rmsnorm(a: { x: Arr; w: Arr; T: number; H: number; eps: number; last?: boolean; headRows?: number }) {
@@ -141,6 +175,34 @@ const api = {
     return new Uint32Array(await r.read(out, 0, 4))[0];
   },
 
+  /**
+   * Builds one weight through its format's GPU builder from raw checkpoint bytes: `parts` are
+   * tensors written one after another (a fused weight), each in chunks of `chunkRows` rows like
+   * the loader does. Returns the weight's buffers as u32 words (f32 data as bits).
+   */
+  async quantize(job: QuantJob) {
+    return quantizeJob(await rt(), job);
+  },
+
+  /** Several quantize jobs on one runtime (pipelines compiled once). */
+  async quantizeAll(a: { jobs: QuantJob[] }) {
+    const r = await rt();
+    const out = [];
+    for (const job of a.jobs) out.push(await quantizeJob(r, job));
+    return out;
+  },
+
+  /** Perplexity of a text under a model (teacher forcing), with the load options (quantization). */
+  async perplexity(a: { model: string; text: string; load?: LoadOptions }) {
+    const engine = await Engine.load(a.model, a.load);
+    try {
+      const res = await engine.perplexity(engine.tokenizer.encode(a.text));
+      return { ...res, info: engine.info };
+    } finally {
+      engine.dispose();
+    }
+  },
+
   /** Loads a model and runs greedy generation + logits for each prompt (the golden test). */
   async golden(a: { model: string; prompts: string[]; maxNewTokens: number; load?: LoadOptions }) {
     const engine = await Engine.load(a.model, a.load);
@@ -223,6 +285,19 @@ const api = {
       return { logits: rows.map((r) => Array.from(r)), generated, info: engine.info };
     } finally {
       engine.dispose();
+    }
+  },
+
+  /** Destroys the engine's device mid-life: the next call must fail with 'device-lost'. */
+  async deviceLost(a: { model: string }) {
+    const engine = await Engine.load(a.model);
+    engine.model.rt.device.destroy();
+    await new Promise((r) => setTimeout(r, 100));
+    try {
+      await engine.generate('Hello', { maxNewTokens: 4 }).result;
+      return null;
+    } catch (e) {
+      return { code: (e as { code?: string }).code ?? null, message: String((e as Error).message ?? e), engineError: engine.error?.code ?? null };
     }
   },
 

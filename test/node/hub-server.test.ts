@@ -319,6 +319,50 @@ describe('hub-server', () => {
     expect(performance.now() - t0).toBeLessThan(190);
   });
 
+  it('fault corruptByteAt flips one byte of every body covering it; ETags still describe the real file', async () => {
+    server.setFaults({ corruptByteAt: 5000 });
+    const whole = await http(`${server.url}/cdn/org/name/model.safetensors`);
+    expect(whole.headers.etag).toBe(`"${sha256}"`);
+    expect(whole.body.byteLength).toBe(FILE_SIZE);
+    const diff = [...whole.body].flatMap((b, i) => (b !== weights[i] ? [i] : []));
+    expect(diff).toEqual([5000]);
+    expect(whole.body[5000]).toBe(weights[5000]! ^ 0xff);
+    const ranged = await http(`${server.url}/cdn/org/name/model.safetensors`, { headers: { Range: 'bytes=4990-5009' } });
+    expect(ranged.body[10]).toBe(weights[5000]! ^ 0xff);
+    const before = await http(`${server.url}/cdn/org/name/model.safetensors`, { headers: { Range: 'bytes=0-4999' } });
+    expect(before.body.equals(weights.subarray(0, 5000))).toBe(true);
+  });
+
+  it('fault stallAfterBytes sends N bytes then nothing, keeping the connection open', async () => {
+    server.setFaults({ stallAfterBytes: 2000 });
+    const ctl = new AbortController();
+    const res = await fetch(`${server.url}/cdn/org/name/model.safetensors`, { signal: ctl.signal });
+    const reader = res.body!.getReader();
+    let got = 0;
+    const timer = setTimeout(() => ctl.abort(), 300);
+    await expect(
+      (async () => {
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) return;
+          got += value.length;
+        }
+      })(),
+    ).rejects.toThrow();
+    clearTimeout(timer);
+    expect(got).toBe(2000);
+  });
+
+  it('fault maxFaults limits faults to the first N requests they hit', async () => {
+    server.setFaults({ failRate: 1, maxFaults: 2 });
+    const statuses: number[] = [];
+    for (let i = 0; i < 4; i++) statuses.push((await http(`${server.url}/cdn/org/name/model.safetensors`, { method: 'HEAD' })).status);
+    expect(statuses).toEqual([500, 500, 200, 200]);
+    server.setFaults({ cutAfterBytes: 100, maxFaults: 1 });
+    expect((await http(`${server.url}/cdn/org/name/model.safetensors`)).body.byteLength).toBe(100);
+    expect((await http(`${server.url}/cdn/org/name/model.safetensors`)).body.byteLength).toBe(FILE_SIZE);
+  });
+
   it('logs each request', () => {
     expect(logLines.some((l) => /GET \/org\/name\/resolve\/main\/config\.json .*200/.test(l))).toBe(true);
   });
