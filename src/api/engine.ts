@@ -251,16 +251,9 @@ export class Engine {
     let draft: { model: LlamaModel; name: string } | null = null;
     try {
       m = await LlamaModel.load(rt, cfg, source, table.tensors, plan, {
+        ...streamingOptions(opts),
         contextLength: opts.contextLength,
-        maxBatch: opts.maxBatch,
         maxLogitRows: opts.maxLogitRows,
-        chunkBytes: opts.chunkBytes,
-        parallelReads: opts.parallelReads,
-        hostMemoryBudget: opts.hostMemoryBudget,
-        verify: opts.verify,
-        cache: opts.cache,
-        signal: opts.signal,
-        onProgress: opts.onProgress,
       });
       if (opts.draft && draftPlan) draft = await loadDraft(rt, opts, opts.draft, draftPlan, source, cfg, table.tensors, m.ctx);
     } finally {
@@ -585,6 +578,20 @@ export class Engine {
   }
 }
 
+/** The load options a target and its draft share (batching, streaming, cache, abort, progress). */
+function streamingOptions(opts: LoadOptions) {
+  return {
+    maxBatch: opts.maxBatch,
+    chunkBytes: opts.chunkBytes,
+    parallelReads: opts.parallelReads,
+    hostMemoryBudget: opts.hostMemoryBudget,
+    verify: opts.verify,
+    cache: opts.cache,
+    signal: opts.signal,
+    onProgress: opts.onProgress,
+  };
+}
+
 /** Loads the draft model onto the target's Runtime (same GPUDevice). */
 async function loadDraft(
   rt: Runtime,
@@ -614,18 +621,7 @@ async function loadDraft(
     tensors = (await openCheckpoint(source, opts.signal)).tensors;
     checkTensors(cfg, tensors);
   }
-  const model = await LlamaModel.load(rt, cfg, source, tensors, plan, {
-    contextLength: ctx,
-    maxBatch: opts.maxBatch,
-    maxLogitRows: 1,
-    chunkBytes: opts.chunkBytes,
-    parallelReads: opts.parallelReads,
-    hostMemoryBudget: opts.hostMemoryBudget,
-    verify: opts.verify,
-    cache: opts.cache,
-    signal: opts.signal,
-    onProgress: opts.onProgress,
-  });
+  const model = await LlamaModel.load(rt, cfg, source, tensors, plan, { ...streamingOptions(opts), contextLength: ctx, maxLogitRows: 1 });
   return { model, name };
 }
 

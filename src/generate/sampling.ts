@@ -106,7 +106,7 @@ export function hasPenalties(s: ResolvedSampling): boolean {
   return s.repetitionPenalty !== 1 || s.presencePenalty !== 0 || s.frequencyPenalty !== 0;
 }
 
-/** Greedy on the raw logits: argmax.wgsl suffices (no sampler pass). */
+/** Greedy on the raw logits: the argmax op (argmax_rows.wgsl on one row) suffices, no sampler pass. */
 export function isPlainArgmax(s: ResolvedSampling): boolean {
   return isGreedy(s) && !hasPenalties(s) && s.logitBias.length === 0;
 }

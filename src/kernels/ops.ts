@@ -3,7 +3,6 @@ import rmsnormSrc from '../../shaders/rmsnorm.wgsl?raw';
 import ropeKvSrc from '../../shaders/rope_kv.wgsl?raw';
 import attentionSrc from '../../shaders/attention.wgsl?raw';
 import swigluSrc from '../../shaders/swiglu.wgsl?raw';
-import argmaxSrc from '../../shaders/argmax.wgsl?raw';
 
 /** Wrappers for the format-independent kernels; each builds an Op (pipeline + bind group) once. */
 
@@ -47,11 +46,6 @@ export function attentionOp(
 export function swigluOp(rt: Runtime, a: { gateUp: GPUBuffer; out: GPUBuffer; I: number }, label = 'swiglu'): Op {
   const p = rt.pipeline('swiglu', swigluSrc, 'main', { I: a.I });
   return rt.op(label, p, [a.gateUp, a.out], (s) => [Math.ceil(a.I / 256), s.T, 1] as const);
-}
-
-export function argmaxOp(rt: Runtime, a: { logits: GPUBuffer; out: GPUBuffer; V: number }, label = 'argmax'): Op {
-  const p = rt.pipeline('argmax', argmaxSrc, 'main', { V: a.V });
-  return rt.op(label, p, [a.logits, a.out], () => [1, 1, 1] as const);
 }
 
 /** cos/sin table for rope_kv.wgsl: [ctx, headDim/2] pairs, angle rounded to f32 like HF's f32 matmul. */

@@ -6,7 +6,8 @@ import { HostMemoryMeter } from '../loader/memory.ts';
 import { loadWeights, type LoadStats, type WeightLoadOptions } from '../loader/weights.ts';
 import type { Op, Runtime, StepShape } from '../kernels/runtime.ts';
 import { embedOp, GEMV_MAX_ROWS, linearOp, type LinearMode } from '../kernels/linear.ts';
-import { argmaxOp, attentionOp, ropeKvOp, ropeTable, rmsnormOp, swigluOp } from '../kernels/ops.ts';
+import { attentionOp, ropeKvOp, ropeTable, rmsnormOp, swigluOp } from '../kernels/ops.ts';
+import { argmaxRowsOp } from '../kernels/sample.ts';
 import type { GpuWeight } from '../quant/format.ts';
 import type { QuantPlan } from '../quant/plan.ts';
 
@@ -133,7 +134,7 @@ export class LlamaModel {
         linearOp(rt, w.head, mode, { x: xf, y: this.logits, head: true }, 'lm_head'),
       );
     }
-    this.opArgmax = argmaxOp(rt, { logits: this.logits, out: this.tokens, V });
+    this.opArgmax = argmaxRowsOp(rt, { logits: this.logits, out: this.tokens, V, rows: () => 1 }, 'argmax');
   }
 
   /**

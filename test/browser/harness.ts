@@ -6,8 +6,9 @@
 import { createGpuContext, type GpuContext } from '../../src/gpu/context.ts';
 import { Runtime, type Op } from '../../src/kernels/runtime.ts';
 import { embedOp, linearOp, type LinearMode } from '../../src/kernels/linear.ts';
-import { argmaxOp, attentionOp, ropeKvOp, ropeTable, rmsnormOp, swigluOp } from '../../src/kernels/ops.ts';
+import { attentionOp, ropeKvOp, ropeTable, rmsnormOp, swigluOp } from '../../src/kernels/ops.ts';
 import { getFormat } from '../../src/quant/format.ts';
+import { argmaxRowsOp } from '../../src/kernels/sample.ts';
 import '../../src/quant/formats.ts';
 import { Engine, type LoadOptions } from '../../src/api/engine.ts';
 import { genApi } from './harness-gen.ts';
@@ -171,7 +172,7 @@ const api = {
     const r = await rt();
     const logits = r.upload(f32(a.logits), 'logits');
     const out = r.buffer(16, 'out');
-    await runOps(r, [argmaxOp(r, { logits, out, V: a.V })], { T: 1, headRows: a.rows });
+    await runOps(r, [argmaxRowsOp(r, { logits, out, V: a.V, rows: () => 1 })], { T: 1, headRows: a.rows });
     return new Uint32Array(await r.read(out, 0, 4))[0];
   },
 
