@@ -34,7 +34,8 @@ export type Job =
   /** Checks that the model has a chat template (throws no-chat-template). */
   | { kind: 'chat-template' }
   | { kind: 'eval'; text: string }
-  | { kind: 'info' };
+  | { kind: 'info' }
+  | { kind: 'logits'; ids: number[]; rows: number };
 
 type Emit = (ev: { type: string; [k: string]: unknown }) => void;
 
@@ -133,6 +134,8 @@ async function runJob(job: Job): Promise<unknown> {
     }
     case 'info':
       return need().info;
+    case 'logits':
+      return (await need().logits(job.ids, job.rows)).map((r) => Array.from(r));
   }
 }
 
