@@ -3,7 +3,7 @@ import { ropeInvFreq } from './config.ts';
 import type { TensorInfo } from '../loader/safetensors.ts';
 import type { ModelSource } from '../source/types.ts';
 import { HostMemoryMeter } from '../loader/memory.ts';
-import { loadWeights, type LoadStats, type WeightLoadOptions } from '../loader/weights.ts';
+import { loadWeights, type LayerWeightSet, type LoadStats, type WeightLoadOptions } from '../loader/weights.ts';
 import type { Op, Runtime, StepShape } from '../kernels/runtime.ts';
 import { embedOp, GEMV_MAX_ROWS, linearOp, type LinearMode } from '../kernels/linear.ts';
 import { attentionOp, ropeKvOp, ropeTable, rmsnormOp, swigluOp } from '../kernels/ops.ts';
@@ -31,15 +31,7 @@ export interface ModelLoadOptions extends WeightLoadOptions {
   maxLogitRows?: number;
 }
 
-interface LayerWeights {
-  inputNorm: GPUBuffer;
-  postNorm: GPUBuffer;
-  qkv: GpuWeight;
-  qkvBias: GPUBuffer | null;
-  o: GpuWeight;
-  oBias: GPUBuffer | null;
-  gateUp: GpuWeight;
-  down: GpuWeight;
+interface LayerWeights extends LayerWeightSet {
   k: GPUBuffer; // KV cache of this layer
   v: GPUBuffer;
 }

@@ -18,6 +18,7 @@
  * - Hub-worded errors: 404 → "file F not found in repo R at revision V", 401/403 → "gated or
  *   private: pass a token".
  */
+import { parseContentRange, parseLength, discard } from './http.ts';
 import { NibbleError } from '../errors.ts';
 import { parseEtag, type FileMetadata, type ModelSource } from './types.ts';
 
@@ -58,26 +59,6 @@ function aborted(signal: AbortSignal | undefined, what: string): NibbleError {
   return new NibbleError('aborted', `${what}: aborted`, { cause: signal?.reason });
 }
 
-function parseContentRange(v: string | null): { start: number; end: number; total: number } | null {
-  if (!v) return null;
-  const m = /^\s*bytes\s+(?:(\d+)-(\d+)|\*)\/(\d+|\*)\s*$/i.exec(v);
-  if (!m) return null;
-  return {
-    start: m[1] !== undefined ? Number(m[1]) : NaN,
-    end: m[2] !== undefined ? Number(m[2]) : NaN,
-    total: m[3] !== '*' ? Number(m[3]) : NaN,
-  };
-}
-
-function parseLength(v: string | null): number | null {
-  if (v === null || !/^\s*\d+\s*$/.test(v)) return null;
-  const n = Number(v);
-  return Number.isSafeInteger(n) ? n : null;
-}
-
-function discard(res: Response): void {
-  res.body?.cancel().catch(() => {});
-}
 
 function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
   if (ms <= 0) return Promise.resolve();

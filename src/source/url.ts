@@ -4,6 +4,7 @@
  * Byte ranges use the `Range` header. No retries here: a failed request is a NibbleError right
  * away (the Hub source layers retries on top).
  */
+import { parseContentRange, parseLength, discard } from './http.ts';
 import { NibbleError } from '../errors.ts';
 import { parseEtag, type FileMetadata, type ModelSource } from './types.ts';
 
@@ -29,28 +30,6 @@ function throwIfAborted(signal: AbortSignal | undefined, what: string): void {
   if (signal?.aborted) throw abortError(signal, what);
 }
 
-/** Parses `bytes a-b/total` (or `bytes *` + `/total`) → {start, end (inclusive), total}; fields NaN when absent. */
-function parseContentRange(v: string | null): { start: number; end: number; total: number } | null {
-  if (!v) return null;
-  const m = /^\s*bytes\s+(?:(\d+)-(\d+)|\*)\/(\d+|\*)\s*$/i.exec(v);
-  if (!m) return null;
-  return {
-    start: m[1] !== undefined ? Number(m[1]) : NaN,
-    end: m[2] !== undefined ? Number(m[2]) : NaN,
-    total: m[3] !== '*' ? Number(m[3]) : NaN,
-  };
-}
-
-function parseLength(v: string | null): number | null {
-  if (v === null || !/^\s*\d+\s*$/.test(v)) return null;
-  const n = Number(v);
-  return Number.isSafeInteger(n) ? n : null;
-}
-
-/** Drops a response body we will not read, so the connection is released. */
-function discard(res: Response): void {
-  res.body?.cancel().catch(() => {});
-}
 
 export class UrlSource implements ModelSource {
   readonly description: string;
