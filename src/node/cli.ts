@@ -320,7 +320,7 @@ async function cmdBench(argv: string[]): Promise<void> {
     },
   });
   if (v.help) return void console.log(USAGE);
-  const { runBench, benchTable } = await import('./bench.ts');
+  const { runBench, benchTable } = await import('../../bench/harness.ts');
   let model = v.model;
   if (!model) {
     // default: the synthetic SmolLM2-135M (bf16), written to .cache on first use

@@ -1,6 +1,6 @@
-import { RuntimeHost } from './host.ts';
-import type { GpuMode } from './browser.ts';
-import type { EngineInfo, GenerateResult } from '../api/engine.ts';
+import { RuntimeHost } from '../src/node/host.ts';
+import type { GpuMode } from '../src/node/browser.ts';
+import type { EngineInfo, GenerateResult } from '../src/api/engine.ts';
 
 /**
  * The benchmark harness: loads a model in the CLI's runtime (headless Chromium on WebGPU) once per
