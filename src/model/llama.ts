@@ -20,7 +20,6 @@ import type { QuantPlan } from '../quant/plan.ts';
  */
 
 export type { LoadProgress, LoadStats } from '../loader/weights.ts';
-export { HostMemoryMeter };
 
 export interface ModelLoadOptions extends WeightLoadOptions {
   /** KV cache length in positions (default min(max_position_embeddings, 4096)). */

@@ -225,55 +225,6 @@ const api = {
     }
   },
 
-  /** Load + repeated generations: timings only (profiling aid). */
-  async timings(a: { model: string; prompt: string; maxNewTokens: number; runs: number; load?: LoadOptions }) {
-    const t0 = performance.now();
-    const engine = await Engine.load(a.model, a.load);
-    const loadMs = performance.now() - t0;
-    try {
-      const runs = [];
-      for (let i = 0; i < a.runs; i++) runs.push((await engine.generate(a.prompt, { maxNewTokens: a.maxNewTokens }).result).timings);
-      return { loadMs, runs, info: engine.info };
-    } finally {
-      engine.dispose();
-    }
-  },
-
-  /** Profiling aid: cost of a readback round trip vs. GPU work of decode steps. */
-  async micro(a: { model: string; steps: number }) {
-    const engine = await Engine.load(a.model);
-    const m = engine.model;
-    const r = m.rt;
-    const res: Record<string, number> = {};
-    const staging = r.device.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-    let t = performance.now();
-    for (let i = 0; i < a.steps; i++) {
-      const enc = r.device.createCommandEncoder();
-      enc.copyBufferToBuffer(m.tokens, 0, staging, 0, 4);
-      r.device.queue.submit([enc.finish()]);
-      await staging.mapAsync(GPUMapMode.READ);
-      staging.unmap();
-    }
-    res.readbackMs = (performance.now() - t) / a.steps;
-    t = performance.now();
-    for (let i = 0; i < a.steps; i++) {
-      const s = { T: 1, pos0: i, headRows: 1 };
-      r.run(m.ops(s, { head: true, argmax: true }), s);
-    }
-    await r.device.queue.onSubmittedWorkDone();
-    res.decodeGpuMs = (performance.now() - t) / a.steps;
-    const all = m.ops({ T: 1, pos0: 0, headRows: 1 }, { head: true, argmax: true });
-    for (const label of ['embed', 'rmsnorm', 'qkv', 'rope', 'attention', 'swiglu', 'argmax', 'lm_head']) {
-      const ops = all.filter((o) => o.label.includes(label));
-      t = performance.now();
-      for (let i = 0; i < a.steps; i++) r.run(ops, { T: 1, pos0: i, headRows: 1 });
-      await r.device.queue.onSubmittedWorkDone();
-      res[label + 'Ms'] = (performance.now() - t) / a.steps;
-    }
-    engine.dispose();
-    return res;
-  },
-
   /** Loads a model and returns logits for every position of `ids` (reference comparisons). */
   async logitsAll(a: { model: string; ids: number[]; load?: LoadOptions; generate?: number }) {
     const engine = await Engine.load(a.model, a.load);
