@@ -1,41 +1,128 @@
-import { RuntimeHost } from '../src/node/host.ts';
+import { RuntimeHost, type HostEvent } from '../src/node/host.ts';
 import type { GpuMode } from '../src/node/browser.ts';
-import type { EngineInfo, GenerateResult } from '../src/api/engine.ts';
+import type { EngineInfo, GenerateResult, LoadOptions } from '../src/api/engine.ts';
+import type { LoadProgress } from '../src/model/llama.ts';
+import type { ProbeJobResult, ProfileJobResult } from '../src/runner.ts';
+import type { KernelProfile, RooflineVariant } from '../src/kernels/probe.ts';
+import { NibbleError } from '../src/errors.ts';
 
 /**
- * The benchmark harness: loads a model in the CLI's runtime (headless Chromium on WebGPU) once per
- * weight format, then times prefill and decode on a fixed pseudo-random prompt (so every format
- * and every run sees the same tokens), after one warm-up generation. Reports medians.
+ * The benchmark harness: in the CLI's runtime (headless Chromium on WebGPU, one page, one device)
+ * it first measures the adapter's streaming-read bandwidth (the roofline probe,
+ * src/kernels/probe.ts), then loads the model once per weight format (and once more per format
+ * with a self-draft when asked) and times, after one warm-up generation:
+ *
+ * - prefill of a 64-token and a 512-token prompt (greedy, one new token);
+ * - decode of `newTokens` tokens after a `promptTokens`-token prompt.
+ *
+ * Every timed generation gets a prompt that shares no prefix with the ones before it (its first
+ * token differs), so the engine's prefix reuse never skips any of it: `cachedPromptTokens` is 0.
+ * Prompts are pseudo-random ids, the same sequence of prompts for every format. Reports medians
+ * over `runs`.
  */
 export interface BenchOptions {
-  model: string; // URL or Hub id or local folder
+  /** A local folder, URL or Hub id. */
+  model: string;
+  /** The name rows carry (default `model`). */
+  label?: string;
   quants: string[];
+  /** Prompt length before decoding (default 64). */
   promptTokens: number;
   newTokens: number;
   runs: number;
+  /** Prompt lengths of the prefill measurements (default [64, 512]; a length the context cannot hold gives null). */
+  prefillLengths?: readonly number[];
   gpu?: GpuMode;
   contextLength?: number;
   hubEndpoint?: string;
   token?: string;
-  log?: (s: string) => void;
+  /** Add a speculative row per format: the same checkpoint as a draft in this format. */
+  draftQuant?: string;
+  /** Draft tokens per round (default 4). */
+  draftTokens?: number;
+  /** Per-kernel GPU time of decode steps (timestamp-query) for each plain row. */
+  profile?: boolean;
+  /** Roofline probe buffer size in bytes (default 256 MiB, capped by the adapter's limits). */
+  probeBytes?: number;
+  /** Progress lines (stderr). */
+  progress?: (line: string) => void;
+  /** Each record as soon as it is measured (probe, row, profile). */
+  onRecord?: (r: BenchRecord) => void;
+}
+
+export interface BenchProbe {
+  type: 'probe';
+  adapter: string;
+  rooflineGBps: number;
+  /** Bytes one probe dispatch streams. */
+  bytes: number;
+  timer: 'timestamp-query' | 'queue';
+  variants: RooflineVariant[];
 }
 
 export interface BenchRow {
+  type: 'row';
   model: string;
-  quant: string;
+  format: string;
   adapter: string;
   loadMs: number;
+  /** GPU bytes of all weights. */
   weightBytes: number;
   bitsPerWeight: number;
-  dispatchesPerToken: number;
+  /** Dispatches per decode step (engine.info.dispatchesPerToken). */
+  dispatchesPerStep: number;
+  contextLength: number;
+  /** Prompt length before the decode runs. */
   promptTokens: number;
   newTokens: number;
-  prefillMs: number;
-  prefillTokensPerSecond: number;
+  /** = prefill64TokensPerSecond. */
+  prefillTokensPerSecond: number | null;
+  prefill64TokensPerSecond: number | null;
+  prefill512TokensPerSecond: number | null;
+  /** Most prompt tokens any timed run found cached (0: every timed prompt was prefilled whole). */
+  cachedPromptTokens: number;
   decodeTokensPerSecond: number;
   msPerToken: number;
-  /** weightBytes × decode tok/s: the weight bandwidth decode achieves (GB/s). */
-  effectiveGBps: number;
+  /** KV cache bytes a decode step reads at the mean decode position (layers × 2 × kv heads × head dim × 4 × positions). */
+  kvBytes: number;
+  /** (weightBytes + kvBytes) × decode tok/s, GB/s (1e9). With a draft: the plain-decoding bytes per token at that speed. */
+  decodeGBps: number;
+  rooflineGBps: number;
+  /** decodeGBps / rooflineGBps × 100. */
+  rooflinePercent: number;
+  /** Speculative rows only: the draft's format, tokens per round, acceptance, speed-up over the plain row. */
+  draft?: string;
+  draftTokens?: number;
+  acceptanceRate?: number;
+  tokensPerTargetPass?: number;
+  speedupVsPlain?: number | null;
+}
+
+export interface BenchProfile {
+  type: 'profile';
+  model: string;
+  format: string;
+  adapter: string;
+  available: boolean;
+  /** Why there is no profile (available false). */
+  reason?: string;
+  steps?: number;
+  /** Σ kernel GPU time per decode step (ms). */
+  gpuMsPerStep?: number;
+  /** First kernel's start to the last one's end per step (ms). */
+  spanMsPerStep?: number;
+  /** Wall-clock ms per decode step of the profiled run (one pass per op: slower than unprofiled). */
+  wallMsPerStep?: number;
+  kernels?: KernelProfile[];
+}
+
+export type BenchRecord = BenchProbe | BenchRow | BenchProfile;
+
+export interface BenchReport {
+  date: string;
+  probe: BenchProbe;
+  rows: BenchRow[];
+  profiles: BenchProfile[];
 }
 
 const median = (a: number[]) => {
@@ -43,66 +130,269 @@ const median = (a: number[]) => {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 
+/** n pseudo-random token ids (an LCG from `seed`), skipping the usual special ids 0..2. */
 export function benchPrompt(n: number, vocab: number, seed = 1234): number[] {
   let a = seed >>> 0;
   const ids: number[] = [];
   for (let i = 0; i < n; i++) {
     a = (Math.imul(a, 1664525) + 1013904223) >>> 0;
-    ids.push(3 + (a % Math.max(1, Math.min(vocab, 32000) - 3))); // skip the usual special ids 0..2
+    ids.push(3 + (a % Math.max(1, Math.min(vocab, 32000) - 3)));
   }
   return ids;
 }
 
-export async function runBench(o: BenchOptions): Promise<BenchRow[]> {
+/**
+ * The i-th prompt of a load: a different seed per prompt, and a first token that differs from the
+ * (i−1)-th prompt's, so no prompt shares a prefix with the previous one (the KV cache holds only
+ * the last generation's tokens).
+ */
+export function uncachedPrompt(i: number, n: number, vocab: number): number[] {
+  const ids = benchPrompt(n, vocab, 1234 + Math.imul(i, 7919));
+  const range = Math.max(2, Math.min(vocab, 32000) - 3);
+  if (ids.length) ids[0] = 3 + (i % range);
+  return ids;
+}
+
+export async function runBench(o: BenchOptions): Promise<BenchReport> {
+  const say = o.progress ?? (() => {});
+  const emit = (r: BenchRecord) => o.onRecord?.(r);
+  const label = o.label ?? o.model;
+  const prefillLengths = o.prefillLengths ?? [64, 512];
   const host = await RuntimeHost.start({ gpu: o.gpu });
   const rows: BenchRow[] = [];
+  const profiles: BenchProfile[] = [];
   try {
     const url = host.modelUrl(o.model);
-    for (const quant of o.quants) {
-      o.log?.(`bench: loading ${o.model} as ${quant}`);
-      const info = await host.run<EngineInfo>({
-        kind: 'load',
-        model: url,
-        load: { quant, contextLength: o.contextLength ?? Math.max(256, o.promptTokens + o.newTokens + 8), hubEndpoint: o.hubEndpoint, token: o.token },
+    say(`bench: roofline probe (streaming read of ${(Math.min(o.probeBytes ?? 256 * 2 ** 20, 2 ** 40) / 2 ** 20).toFixed(0)} MiB)`);
+    const p = await host.run<ProbeJobResult>({ kind: 'probe', bytes: o.probeBytes });
+    const probe: BenchProbe = { type: 'probe', adapter: p.adapter, rooflineGBps: p.gbps, bytes: p.bytes, timer: p.timer, variants: p.variants };
+    say(`bench: roofline ${p.gbps.toFixed(2)} GB/s on ${p.adapter} (${p.timer})`);
+    emit(probe);
+
+    /** Loads one (format, draft) configuration and measures it. */
+    const measure = async (quant: string, draft: { quant: string; tokens: number } | null): Promise<BenchRow> => {
+      const tag = `${label} ${quant}${draft ? ` +draft ${draft.quant}×${draft.tokens}` : ''}`;
+      say(`bench: ${tag}: loading`);
+      let last = 0;
+      const off = host.on((ev: HostEvent) => {
+        if (ev.type !== 'progress') return;
+        const pr = ev as unknown as LoadProgress;
+        const now = Date.now();
+        if (now - last < 2000 && pr.phase !== 'done') return;
+        last = now;
+        const pct = pr.bytesTotal ? Math.floor((100 * pr.bytesDone) / pr.bytesTotal) : 100;
+        say(`bench: ${tag}: loading ${pr.phase} ${pct}% (${pr.tensorsDone}/${pr.tensorsTotal} tensors)`);
       });
-      const promptIds = benchPrompt(o.promptTokens, info.config.vocabSize);
-      const gen = () =>
-        host.run<GenerateResult>({ kind: 'generate', prompt: '', promptIds, maxNewTokens: o.newTokens, stream: false, ignoreEos: true });
-      await gen(); // warm-up: pipelines, caches
-      const results: GenerateResult[] = [];
-      for (let i = 0; i < o.runs; i++) results.push(await gen());
-      const decode = median(results.map((r) => r.timings.decodeTokensPerSecond));
-      const prefillMs = median(results.map((r) => r.timings.prefillMs));
-      rows.push({
-        model: o.model,
+      const wantCtx = o.contextLength ?? Math.max(...prefillLengths, o.promptTokens + o.newTokens + 8);
+      const load: LoadOptions = {
         quant,
+        contextLength: wantCtx,
+        hubEndpoint: o.hubEndpoint,
+        token: o.token,
+        cache: false, // the runtime's browser profile is temporary: a stored cache entry would be thrown away
+        ...(draft ? { draft: { quant: draft.quant, tokens: draft.tokens } } : {}),
+      };
+      let info: EngineInfo;
+      try {
+        info = await host.run<EngineInfo>({ kind: 'load', model: url, load });
+      } finally {
+        off();
+      }
+      say(`bench: ${tag}: loaded in ${(info.loadMs / 1000).toFixed(1)} s (${(info.weightBytes / 2 ** 20).toFixed(1)} MiB of weights)`);
+      const cfg = info.config;
+      if (info.contextLength < o.promptTokens + o.newTokens) {
+        throw new NibbleError(
+          'bad-argument',
+          `--prompt-tokens ${o.promptTokens} + --new-tokens ${o.newTokens} exceed the context of ${info.contextLength} tokens (${label})`,
+        );
+      }
+      let promptNo = 0;
+      let cachedMax = 0;
+      const gen = async (n: number, maxNewTokens: number): Promise<GenerateResult> => {
+        const promptIds = uncachedPrompt(promptNo++, n, cfg.vocabSize);
+        const r = await host.run<GenerateResult>({ kind: 'generate', prompt: '', promptIds, maxNewTokens, stream: false, ignoreEos: true });
+        return r;
+      };
+      say(`bench: ${tag}: warm-up (${o.promptTokens} + ${o.newTokens} tokens)`);
+      await gen(o.promptTokens, o.newTokens);
+
+      const prefill = new Map<number, number | null>();
+      for (const n of prefillLengths) {
+        if (n > info.contextLength) {
+          say(`bench: ${tag}: prefill ${n}: skipped (context ${info.contextLength})`);
+          prefill.set(n, null);
+          continue;
+        }
+        const tps: number[] = [];
+        for (let i = 0; i < o.runs; i++) {
+          const r = await gen(n, 1);
+          cachedMax = Math.max(cachedMax, r.cachedPromptTokens);
+          tps.push(r.timings.prefillTokensPerSecond);
+          say(`bench: ${tag}: prefill ${n} run ${i + 1}/${o.runs}: ${n - r.cachedPromptTokens} tokens, ${r.timings.prefillTokensPerSecond.toFixed(1)} tok/s`);
+        }
+        prefill.set(n, median(tps));
+      }
+
+      const decode: number[] = [];
+      const accept: number[] = [];
+      const perPass: number[] = [];
+      for (let i = 0; i < o.runs; i++) {
+        const r = await gen(o.promptTokens, o.newTokens);
+        cachedMax = Math.max(cachedMax, r.cachedPromptTokens);
+        decode.push(r.timings.decodeTokensPerSecond);
+        if (r.speculative) {
+          accept.push(r.speculative.acceptanceRate);
+          perPass.push(r.speculative.tokensPerTargetPass);
+        }
+        const spec = r.speculative ? `, acceptance ${(100 * r.speculative.acceptanceRate).toFixed(0)}%` : '';
+        say(`bench: ${tag}: decode run ${i + 1}/${o.runs}: ${r.tokenIds.length} tokens, ${r.timings.decodeTokensPerSecond.toFixed(2)} tok/s${spec}`);
+      }
+      const decodeTps = median(decode);
+      // decode steps run at positions P .. P+n−2, each reading pos+1 keys and values: mean P + n/2
+      const positions = o.promptTokens + o.newTokens / 2;
+      const kvBytes = cfg.numLayers * 2 * cfg.numKvHeads * cfg.headDim * 4 * positions;
+      const decodeGBps = ((info.weightBytes + kvBytes) * decodeTps) / 1e9;
+      const p64 = prefill.get(64) ?? null;
+      const row: BenchRow = {
+        type: 'row',
+        model: label,
+        format: quant,
         adapter: info.adapter.summary,
         loadMs: info.loadMs,
         weightBytes: info.weightBytes,
         bitsPerWeight: info.bitsPerWeight,
-        dispatchesPerToken: info.dispatchesPerToken,
+        dispatchesPerStep: info.dispatchesPerToken,
+        contextLength: info.contextLength,
         promptTokens: o.promptTokens,
         newTokens: o.newTokens,
-        prefillMs,
-        prefillTokensPerSecond: (o.promptTokens * 1000) / prefillMs,
-        decodeTokensPerSecond: decode,
-        msPerToken: 1000 / decode,
-        effectiveGBps: (info.weightBytes * decode) / 1e9,
-      });
-      o.log?.(`bench: ${quant}: decode ${decode.toFixed(2)} tok/s, prefill ${((o.promptTokens * 1000) / prefillMs).toFixed(1)} tok/s`);
+        prefillTokensPerSecond: p64 ?? (prefillLengths.length ? (prefill.get(prefillLengths[0]) ?? null) : null),
+        prefill64TokensPerSecond: p64,
+        prefill512TokensPerSecond: prefill.get(512) ?? null,
+        cachedPromptTokens: cachedMax,
+        decodeTokensPerSecond: decodeTps,
+        msPerToken: decodeTps > 0 ? 1000 / decodeTps : Infinity,
+        kvBytes,
+        decodeGBps,
+        rooflineGBps: probe.rooflineGBps,
+        rooflinePercent: probe.rooflineGBps > 0 ? (100 * decodeGBps) / probe.rooflineGBps : 0,
+      };
+      if (draft) {
+        row.draft = draft.quant;
+        row.draftTokens = draft.tokens;
+        row.acceptanceRate = accept.length ? accept.reduce((a, b) => a + b, 0) / accept.length : 0;
+        row.tokensPerTargetPass = perPass.length ? perPass.reduce((a, b) => a + b, 0) / perPass.length : 0;
+      }
+      say(
+        `bench: ${tag}: decode ${decodeTps.toFixed(2)} tok/s (${decodeGBps.toFixed(2)} GB/s, ${row.rooflinePercent.toFixed(0)}% of roofline), prefill ${fmt(row.prefill64TokensPerSecond, 1)} / ${fmt(row.prefill512TokensPerSecond, 1)} tok/s`,
+      );
+
+      if (o.profile && !draft) {
+        say(`bench: ${tag}: profile (${o.newTokens} decode steps, one timed pass per op)`);
+        const pr = await host.run<ProfileJobResult>({ kind: 'profile', promptIds: uncachedPrompt(promptNo++, o.promptTokens, cfg.vocabSize), maxNewTokens: o.newTokens });
+        const prof: BenchProfile = pr.available
+          ? {
+              type: 'profile',
+              model: label,
+              format: quant,
+              adapter: info.adapter.summary,
+              available: true,
+              steps: pr.steps,
+              gpuMsPerStep: pr.gpuMsPerStep,
+              spanMsPerStep: pr.spanMsPerStep,
+              wallMsPerStep: pr.decodeTokensPerSecond > 0 ? 1000 / pr.decodeTokensPerSecond : 0,
+              kernels: pr.kernels,
+            }
+          : { type: 'profile', model: label, format: quant, adapter: info.adapter.summary, available: false, reason: pr.reason };
+        if (!pr.available) say(`bench: ${tag}: no profile: ${pr.reason}`);
+        profiles.push(prof);
+        emit(prof);
+      }
+      return row;
+    };
+
+    const k = o.draftTokens ?? 4;
+    for (const quant of o.quants) {
+      const plain = await measure(quant, null);
+      rows.push(plain);
+      emit(plain);
+      if (o.draftQuant) {
+        const spec = await measure(quant, { quant: o.draftQuant, tokens: k });
+        spec.speedupVsPlain = plain.decodeTokensPerSecond > 0 ? spec.decodeTokensPerSecond / plain.decodeTokensPerSecond : null;
+        say(`bench: ${label} ${quant} +draft ${o.draftQuant}×${k}: ${spec.speedupVsPlain?.toFixed(2) ?? '?'}× plain decoding`);
+        rows.push(spec);
+        emit(spec);
+      }
     }
+    return { date: new Date().toISOString(), probe, rows, profiles };
   } finally {
     await host.close();
   }
-  return rows;
 }
 
+const fmt = (x: number | null | undefined, digits: number) => (x === null || x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(digits));
+
+/** The rows as a markdown table (draft columns only when there are speculative rows). */
 export function benchTable(rows: BenchRow[]): string {
-  const head = '| model | quant | bits/w | weights MiB | load s | prefill tok/s | decode tok/s | ms/token | GB/s | dispatches/token |';
-  const sep = '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|';
-  const body = rows.map(
-    (r) =>
-      `| ${r.model} | ${r.quant} | ${r.bitsPerWeight.toFixed(2)} | ${(r.weightBytes / 2 ** 20).toFixed(1)} | ${(r.loadMs / 1000).toFixed(1)} | ${r.prefillTokensPerSecond.toFixed(1)} | ${r.decodeTokensPerSecond.toFixed(2)} | ${r.msPerToken.toFixed(1)} | ${r.effectiveGBps.toFixed(2)} | ${r.dispatchesPerToken} |`,
-  );
+  const spec = rows.some((r) => r.draft !== undefined);
+  const cols = [
+    'model',
+    'format',
+    'bits/w',
+    'weights MiB',
+    'load s',
+    'prefill 64 tok/s',
+    'prefill 512 tok/s',
+    'decode tok/s',
+    'ms/token',
+    'decode GB/s',
+    '% roofline',
+    'dispatches/step',
+    ...(spec ? ['draft', 'accept %', 'speed-up'] : []),
+  ];
+  const right = (c: string) => !['model', 'format', 'draft'].includes(c);
+  const head = `| ${cols.join(' | ')} |`;
+  const sep = `|${cols.map((c) => (right(c) ? '---:' : '---')).join('|')}|`;
+  const body = rows.map((r) => {
+    const cells = [
+      r.model,
+      r.format,
+      r.bitsPerWeight.toFixed(2),
+      (r.weightBytes / 2 ** 20).toFixed(1),
+      (r.loadMs / 1000).toFixed(1),
+      fmt(r.prefill64TokensPerSecond, 1),
+      fmt(r.prefill512TokensPerSecond, 1),
+      r.decodeTokensPerSecond.toFixed(2),
+      fmt(r.msPerToken, 1),
+      r.decodeGBps.toFixed(2),
+      r.rooflinePercent.toFixed(1),
+      String(r.dispatchesPerStep),
+      ...(spec
+        ? r.draft !== undefined
+          ? [`${r.draft} ×${r.draftTokens}`, fmt(100 * (r.acceptanceRate ?? NaN), 0), r.speedupVsPlain == null ? '–' : `${r.speedupVsPlain.toFixed(2)}×`]
+          : ['–', '–', '–']
+        : []),
+    ];
+    return `| ${cells.join(' | ')} |`;
+  });
   return [head, sep, ...body].join('\n');
+}
+
+/** The probe as one line of text. */
+export function probeLine(p: BenchProbe): string {
+  const best = p.variants.reduce((a, b) => (b.gbps > a.gbps ? b : a), p.variants[0]);
+  const how = best ? `best: ${best.mode}, workgroup ${best.workgroup} × ${best.workgroups}` : '';
+  return `roofline: ${p.rooflineGBps.toFixed(2)} GB/s streaming read of ${(p.bytes / 2 ** 20).toFixed(0)} MiB on ${p.adapter} (${p.timer}; ${how})`;
+}
+
+/** A profile as a heading line and a markdown table. */
+export function profileTable(p: BenchProfile): string {
+  if (!p.available) return `profile ${p.model} ${p.format}: not available (${p.reason})`;
+  const head =
+    `profile ${p.model} ${p.format}: ${p.steps} decode steps; per step ${fmt(p.gpuMsPerStep, 3)} ms of kernels, ` +
+    `${fmt(p.spanMsPerStep, 3)} ms first to last kernel, ${fmt(p.wallMsPerStep, 3)} ms wall (one pass per op while profiling)`;
+  const lines = ['| kernel | shader | calls/step | ms/step | % of step |', '|---|---|---:|---:|---:|'];
+  for (const k of p.kernels ?? []) {
+    lines.push(`| ${k.kernel} | ${k.shader} | ${fmt(k.callsPerStep, 1)} | ${k.msPerStep.toFixed(4)} | ${k.percent.toFixed(1)} |`);
+  }
+  return [head, '', ...lines].join('\n');
 }

@@ -1,17 +1,42 @@
-// attention.wgsl — causal grouped-query attention of new queries over the KV cache
-// (one pass per query row with an online softmax, as in FlashAttention).
+// attention.wgsl — causal grouped-query attention of new queries over the KV cache, split over the
+// keys inside one workgroup (flash-decoding without a second dispatch), online softmax per lane.
 //
-// Math:     query t at position p = step.pos0 + t, head h, its KV head g = h / (NH / NKV):
-//             s_j   = (q[t, h, :] · kc[g, j, :]) / sqrt(D)       for j ≤ p (causal)
+// Math:     query t at position p = step.pos0 + t, head h, its KV head g = h / G (G = NH / NKV):
+//             s_j          = (q[t, h, :] · kc[g, j, :]) / sqrt(D)      for j ≤ p (causal), j < CTX
 //             out[t, h, :] = Σ_j softmax(s)_j · vc[g, j, :]
 // Buffers:  step uniform Step { T, pos0, … }
-//           q   f32[T * NH * D]       row-major [token, head, dim] (rotated)
-//           kc  f32[NKV * CTX * D]    [kv head, position, dim]
-//           vc  f32[NKV * CTX * D]
-//           out f32[T * NH * D]       row-major [token, head, dim]
-// Dispatch: (NH, T, 1), workgroup 64. Keys are walked in tiles of 64: thread j scores key j of
-//           the tile, the tile's max and sum update the running (max, sum) and each thread
-//           rescales and accumulates output dims d = tid, tid + 64, … (D ≤ 256).
+//           q   f32[T * NH * D]       row-major [token, head, dim] (rotated), read as vec4
+//           kc  f32[NKV * CTX * D]    [kv head, position, dim], read as vec4 rows
+//           vc  f32[NKV * CTX * D]    same layout
+//           out f32[T * NH * D]       row-major [token, head, dim], written as vec4
+// Work:     a workgroup owns one KV head g, a chunk of R of its G query heads (HC = ceil(G / R)
+//           chunks; padded rows repeat the last head and are not stored) and TQ consecutive
+//           queries: ROWS = TQ · R (query, head) rows that all read the same keys, so each k and v
+//           row loaded (16-byte loads) serves all of them. Every lane keeps, per row, a running
+//           max m, a running sum l and vec4 accumulators in registers (an online softmax); rows
+//           whose causal range ends before the block's last query mask the extra keys. No
+//           barrier in the key loop. Two ways to spread the work over the WG lanes:
+//           - split-K (flash-decoding): lane i walks keys j = i, i + WG, … with all D dims; after
+//             the loop the lanes' partial (m, l, acc) are merged once, with subgroup max/add
+//             when the workgroup is one subgroup (MERGE_SG), else through workgroup memory with a
+//             few barriers per row (MERGE_WG).
+//           - split-D (SPLITD, needs subgroups): WG = DS ≤ 4 lanes, one subgroup; lane i holds
+//             dims [i·D/DS, (i+1)·D/DS) of every row and walks every key; a subgroupAdd completes
+//             each score. Nothing to merge. A quarter of the registers per lane of split-K, so
+//             more rows fit (the CPU adapters' choice: compile time grows with the unrolled state).
+//           TQ = 1 is the decode kernel (any T); TQ > 1 the prefill kernel (queries tiled).
+// Dispatch: (NKV · HC, ceil(T / TQ), 1), workgroup WG.
+//
+// Template: src/kernels/ops.ts (attentionSource) expands this file before compiling it, because
+//           per-row / per-vec4 state must be named registers (indexing private arrays in a loop
+//           puts them in memory on some compilers). `//#for r` … `//#end` repeats lines for every
+//           row r < ROWS ({t}, {h}: that row's query and head offset in the block); `//#for t`
+//           for every query t < TQ; `//#for d` for every vec4 d < DL of the lane's slice of head_dim
+//           (DL = D4 = D/4 in split-K, D4 / DS in split-D). `//#if FLAG` / `//#else` / `//#endif`
+//           select the mode. {D4} {DL} {R} {TQ} {ROWS} are numbers.
+//#if SUBGROUPS
+enable subgroups;
+//#endif
 
 struct Step { T: u32, pos0: u32, headRows: u32, pad: u32 }
 
@@ -19,78 +44,141 @@ override NH: u32;
 override NKV: u32;
 override D: u32;
 override CTX: u32;
+override WG: u32 = 4u;   // lanes
+override HC: u32 = 1u;   // head chunks per KV head
 
 @group(0) @binding(0) var<uniform> step: Step;
-@group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
-@group(0) @binding(3) var<storage, read> kc: array<f32>;
-@group(0) @binding(4) var<storage, read> vc: array<f32>;
+@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> kc: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> vc: array<vec4<f32>>;
 
-const TILE = 64u;
-var<workgroup> qs: array<f32, 256>;
-var<workgroup> ps: array<f32, 64>;
-var<workgroup> red: array<f32, 64>;
+const D4 = {D4}u;
+const DL = {DL}u;
+const R = {R}u;
+const TQ = {TQ}u;
+const ROWS = {ROWS}u;
+const NEG = -3.0e38;
 
-@compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-  let h = wid.x;
-  let t = wid.y;
-  if (t >= step.T) { return; }
-  let p = step.pos0 + t;
-  let g = h / (NH / NKV);
-  let qbase = (t * NH + h) * D;
-  for (var d = tid; d < D; d += TILE) { qs[d] = q[qbase + d]; }
-  workgroupBarrier();
+//#if MERGE_WG
+var<workgroup> wm: array<f32, WG * ROWS>;
+var<workgroup> wl: array<f32, WG * ROWS>;
+var<workgroup> wacc: array<vec4<f32>, WG * D4>;
+//#endif
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) i: u32) {
+  let G = NH / NKV;
+  let g = wid.x / HC;
+  let h0 = (wid.x % HC) * R;
+  let tb = wid.y * TQ;
+  if (tb >= step.T) { return; }
   let scale = 1.0 / sqrt(f32(D));
-  let kvbase = g * CTX * D;
-  var acc: array<f32, 4>;
-  for (var i = 0u; i < 4u; i++) { acc[i] = 0.0; }
-  var runMax = -3.4e38;
-  var runSum = 0.0;
-  let nKeys = min(p + 1u, CTX);
-  for (var j0 = 0u; j0 < nKeys; j0 += TILE) {
-    let j = j0 + tid;
-    var s = -3.4e38;
-    if (j < nKeys) {
-      var dot = 0.0;
-      let kb = kvbase + j * D;
-      for (var d = 0u; d < D; d++) { dot += qs[d] * kc[kb + d]; }
-      s = dot * scale;
-    }
-    red[tid] = s;
-    workgroupBarrier();
-    for (var st = 32u; st > 0u; st >>= 1u) {
-      if (tid < st) { red[tid] = max(red[tid], red[tid + st]); }
-      workgroupBarrier();
-    }
-    let tileMax = red[0];
-    let newMax = max(runMax, tileMax);
-    workgroupBarrier();
-    var e = 0.0;
-    if (j < nKeys) { e = exp(s - newMax); }
-    ps[tid] = e;
-    red[tid] = e;
-    workgroupBarrier();
-    for (var st = 32u; st > 0u; st >>= 1u) {
-      if (tid < st) { red[tid] += red[tid + st]; }
-      workgroupBarrier();
-    }
-    let corr = exp(runMax - newMax);
-    runSum = runSum * corr + red[0];
-    runMax = newMax;
-    let cnt = min(TILE, nKeys - j0);
-    for (var i = 0u; i < 4u; i++) {
-      let d = tid + i * TILE;
-      if (d < D) {
-        var a = acc[i] * corr;
-        for (var jj = 0u; jj < cnt; jj++) { a += ps[jj] * vc[kvbase + (j0 + jj) * D + d]; }
-        acc[i] = a;
-      }
-    }
-    workgroupBarrier();
+//#if SPLITD
+  let part = i * DL;   // this lane's slice of every row
+  let j0 = 0u;         // and every key
+  let stride = 1u;
+//#else
+  let part = 0u;
+  let j0 = i;
+  let stride = WG;
+//#endif
+  // keys of the block's last query; each query row t keeps its own causal count nk{t}
+  let nk = min(step.pos0 + min(tb + TQ, step.T), CTX);
+  //#for t
+  let t{t} = min(tb + {t}u, step.T - 1u);
+  let nk{t} = min(step.pos0 + t{t} + 1u, CTX);
+  //#end
+  //#for r
+  let qo{r} = (t{t} * NH + g * G + min(h0 + {h}u, G - 1u)) * D4 + part;
+  //#for d
+  let q{r}_{d} = q[qo{r} + {d}u] * scale;
+  var a{r}_{d} = vec4<f32>(0.0);
+  //#end
+  var m{r} = NEG;
+  var l{r} = 0.0;
+  //#end
+  let base = g * CTX * D4 + part;
+  for (var j = j0; j < nk; j += stride) {
+    let kb = base + j * D4;
+    //#for d
+    let k{d} = kc[kb + {d}u];
+    //#end
+    //#for r
+    var s{r} = vec4<f32>(0.0);
+    //#for d
+    s{r} = fma(q{r}_{d}, k{d}, s{r});
+    //#end
+//#if SPLITD
+    let x{r} = subgroupAdd(s{r}.x + s{r}.y + s{r}.z + s{r}.w);
+//#else
+    let x{r} = s{r}.x + s{r}.y + s{r}.z + s{r}.w;
+//#endif
+    //#end
+    //#for r
+    let y{r} = select(NEG, x{r}, j < nk{t});
+    let mn{r} = max(m{r}, y{r});
+    let c{r} = exp(m{r} - mn{r});
+    let e{r} = select(0.0, exp(y{r} - mn{r}), j < nk{t});
+    l{r} = l{r} * c{r} + e{r};
+    m{r} = mn{r};
+    //#end
+    //#for d
+    let v{d} = vc[kb + {d}u];
+    //#end
+    //#for r
+    //#for d
+    a{r}_{d} = fma(vec4<f32>(e{r}), v{d}, a{r}_{d} * c{r});
+    //#end
+    //#end
   }
-  for (var i = 0u; i < 4u; i++) {
-    let d = tid + i * TILE;
-    if (d < D) { out[qbase + d] = acc[i] / runSum; }
+//#if SPLITD
+  // one key slot: the lane's slice is final
+  //#for r
+  let st{r} = tb + {t}u < step.T && h0 + {h}u < G;
+  //#for d
+  if (st{r}) { out[qo{r} + {d}u] = a{r}_{d} / l{r}; }
+  //#end
+  //#end
+//#endif
+  // split-K merge: M = max m, f = exp(m − M), out = Σ f·acc / Σ f·l (lanes without keys: f = 0)
+//#if MERGE_SG
+  //#for r
+  let f{r} = exp(m{r} - subgroupMax(m{r}));
+  let L{r} = subgroupAdd(l{r} * f{r});
+  let st{r} = i == 0u && tb + {t}u < step.T && h0 + {h}u < G;
+  //#for d
+  let o{r}_{d} = subgroupAdd(a{r}_{d} * f{r});
+  if (st{r}) { out[qo{r} + {d}u] = o{r}_{d} / L{r}; }
+  //#end
+  //#end
+//#endif
+//#if MERGE_WG
+  //#for r
+  wm[{r}u * WG + i] = m{r};
+  //#end
+  workgroupBarrier();
+  //#for r
+  var M{r} = NEG;
+  for (var w = 0u; w < WG; w++) { M{r} = max(M{r}, wm[{r}u * WG + w]); }
+  let f{r} = exp(m{r} - M{r});
+  wl[{r}u * WG + i] = l{r} * f{r};
+  //#end
+  //#for r
+  //#for d
+  wacc[i * D4 + {d}u] = a{r}_{d} * f{r};
+  //#end
+  workgroupBarrier();
+  for (var d = i; d < D4; d += WG) {
+    var o = vec4<f32>(0.0);
+    var L = 0.0;
+    for (var w = 0u; w < WG; w++) {
+      o += wacc[w * D4 + d];
+      L += wl[{r}u * WG + w];
+    }
+    if (tb + {t}u < step.T && h0 + {h}u < G) { out[qo{r} + d] = o / L; }
   }
+  workgroupBarrier();
+  //#end
+//#endif
 }

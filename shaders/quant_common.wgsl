@@ -13,7 +13,14 @@
 // kernels only use operations WGSL specifies exactly: f32 +, -, *, comparisons, `round` (half to
 // even), bitcasts, integer ops. WGSL's `/` may be 2.5 ULP off, so division is `div_rn` below
 // (integer long division, round to nearest even); absmax is a max over |bits| (integers), which
-// no implementation can flush or reorder.
+// no implementation can flush or reorder. div_rn is slow (25 iterations), so a quantizer divides
+// once per block: it normalises weights by a block scale d as w * inv, inv = div_rn(1, d)
+// (bitsandbytes normalises with w * (1 / absmax) too), `*` being correctly rounded. GPUs may flush
+// subnormal operands and results of `*`, so `norm_by` below keeps that path to 2^-100 ≤ d <
+// 2^100, where inv is normal and any product that meets a subnormal has |x| < 2^-26 (a code of
+// 0.0 either way); outside it, it divides each weight exactly. The CPU reference branches alike.
+// The first pass's scales (int8's s, nf4's absmax) are stored as bits (array<u32>), so no
+// implementation can canonicalise a NaN or flush a subnormal on the way.
 
 struct Chunk {
   row0: u32,   // first weight row this chunk fills
@@ -96,4 +103,19 @@ fn div_rn(a: f32, b: f32) -> f32 {
   if (e >= 1) { bits = (u32(e - 1) << 23u) + m; }
   if (bits >= 0x7f800000u) { bits = 0x7f800000u; } // overflow → inf
   return bitcast<f32>(sign | bits);
+}
+
+/** Whether normalising by d (bits of a positive finite f32) may multiply by div_rn(1, d): 2^-100 ≤ d < 2^100. */
+fn recip_ok(d_bits: u32) -> bool { return d_bits >= 0x0d800000u && d_bits < 0x71800000u; }
+
+/** The once-per-block reciprocal of d for `norm_by` (unused, 0, when !recip_ok(d)). */
+fn block_recip(d: f32) -> f32 {
+  if (recip_ok(bitcast<u32>(d))) { return div_rn(1.0, d); }
+  return 0.0;
+}
+
+/** w / d as the quantizers compute it: w * inv (inv = block_recip(d)), or div_rn(w, d) outside recip_ok. */
+fn norm_by(w: f32, d: f32, inv: f32) -> f32 {
+  if (recip_ok(bitcast<u32>(d))) { return w * inv; }
+  return div_rn(w, d);
 }

@@ -5,9 +5,12 @@
 //           |w| ≥ 65520 (65504 + half an ulp) → ±inf; ±inf → ±inf; NaN → 0x7e00 (sign kept).
 //           F16 input is copied bit for bit. (WGSL's pack2x16float may round either way, so it is
 //           not used.)
-// Buffers:  codes u32[N * KW], KW = ceil(K / 2): bits 16(k % 2).. of word n * KW + k / 2 hold
-//                 weight k (low half = even k, as unpack2x16float's .x); the half past an odd K is 0
-// Dispatch: one thread per output word: units = KW.
+// Buffers:  codes u32[N * KW], KW = 4 · ceil(K / 8) = ceil(K / 2) rounded up to a multiple of 4
+//                 (every row starts on a 16-byte boundary: the kernels load it as vec4<u32>):
+//                 bits 16(k % 2).. of word n * KW + k / 2 hold weight k (low half = even k, as
+//                 unpack2x16float's .x); the half past an odd K is 0, and so are the padding words
+//                 past ceil(K / 2), which no thread writes (buffers start zeroed)
+// Dispatch: one thread per word that holds weights: units = ceil(K / 2).
 
 @group(0) @binding(2) var<storage, read_write> codes: array<u32>;
 

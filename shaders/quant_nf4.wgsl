@@ -3,17 +3,25 @@
 // into the weight's scale buffer, nf4-dq into a temporary buffer that quant_nf4dq.wgsl reduces.
 //
 // Math:     per block of 64 consecutive weights of a row (the last block of a row may be partial):
-//           absmax = max |w|,  code = bnb's dQuantizeNF4(w / absmax)  (the nearest of the 16 NF4
-//           values, by bitsandbytes' decision tree on the f32 midpoints; absmax = 0 → code 7 = 0.0).
-//           bitsandbytes normalises with w * (1 / absmax); we divide once (correctly rounded).
-// Buffers:  codes  u32[N * KW], KW = ceil(K / 8): bits 4(k % 8)..4(k % 8)+3 of word n * KW + k / 8
-//                  hold the code of weight k (low nibble first; bnb puts the first weight of a byte
-//                  in its high nibble); codes past K are 7 (0.0)
-//           absmax f32[N * NG], NG = ceil(K / 64)
-// Dispatch: one thread per (row, block): units = NG. A block owns 8 whole words.
+//           absmax = max |w|,  code = bnb's dQuantizeNF4(w · inv), inv = 1 / absmax computed once
+//           per block (div_rn), as bitsandbytes normalises (w * (1 / absmax)); the nearest of the
+//           16 NF4 values, by bnb's decision tree on the f32 midpoints. Where absmax ∉
+//           [2^-100, 2^100) each weight is divided instead (norm_by in quant_common.wgsl).
+//           absmax = 0 → every code 7 (0.0); a block holding inf or NaN → every code 7 and its
+//           absmax is that inf / NaN.
+// Buffers:  codes  u32[N * KW], KW = 4 · ceil(K / 32) = ceil(K / 8) rounded up to a multiple of 4
+//                  (every row starts on a 16-byte boundary: the kernels load it as vec4<u32>):
+//                  bits 4(k % 8)..4(k % 8)+3 of word n * KW + k / 8 hold the code of weight k (low
+//                  nibble first; bnb puts the first weight of a byte in its high nibble); codes
+//                  past K are 7 (0.0): the last block of a row also writes the padding words
+//                  (0x77777777), since code 0 is -1.0 and buffers start zeroed
+//           absmax f32[N * NG], NG = ceil(K / 64) (written as bits)
+// Dispatch: one thread per (row, block): units = NG. A block owns 8 whole words; the last block
+//           of a row owns the words up to KW (at most 8: KW ≤ 8 · NG). The thread decodes its
+//           block's input once, into a private array, for both passes (absmax, then codes).
 
 @group(0) @binding(2) var<storage, read_write> codes: array<u32>;
-@group(0) @binding(3) var<storage, read_write> absmax: array<f32>;
+@group(0) @binding(3) var<storage, read_write> absmax: array<u32>;
 
 // bitsandbytes' thresholds (f32 of the literals in dQuantizeNF4), as exact bit patterns
 fn nf4_code(x: f32) -> u32 {
@@ -43,18 +51,31 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let k0 = b * 64u;
   let k1 = min(K, k0 + 64u);
   let e0 = r * K;
+  var vals: array<u32, 64>;                              // the block's f32 bits, decoded once
   var amaxBits = 0u;
-  for (var k = k0; k < k1; k++) { amaxBits = max(amaxBits, abs_bits(e0 + k)); }
-  let amax = bitcast<f32>(amaxBits);
+  for (var k = k0; k < k1; k++) {
+    let v = load_bits(e0 + k);
+    vals[k - k0] = v;
+    amaxBits = max(amaxBits, v & 0x7fffffffu);
+  }
   let n = chunk.row0 + r;
-  absmax[n * chunk.NG + b] = amax;
-  for (var w = k0 / 8u; w < min(chunk.KW, k0 / 8u + 8u); w++) {
-    var word = 0u;
-    for (var i = 0u; i < 8u; i++) {
-      let k = w * 8u + i;
-      var c = 7u;
-      if (k < k1 && amaxBits != 0u) { c = nf4_code(div_rn(load(e0 + k), amax)); }
-      word |= c << (4u * i);
+  absmax[n * chunk.NG + b] = amaxBits;
+  let live = amaxBits != 0u && amaxBits < 0x7f800000u;   // else every code is 7
+  let amax = bitcast<f32>(amaxBits);
+  var inv = 0.0;
+  if (live) { inv = block_recip(amax); }
+  // words of this block; the last block of the row also fills the padding words up to KW
+  let w1 = select(k0 / 8u + 8u, chunk.KW, b + 1u == chunk.NG);
+  for (var w = k0 / 8u; w < w1; w++) {
+    var word = 0x77777777u;
+    if (live) {
+      for (var i = 0u; i < 8u; i++) {
+        let k = w * 8u + i;
+        if (k < k1) {
+          let c = nf4_code(norm_by(bitcast<f32>(vals[k - k0]), amax, inv));
+          word = (word & ~(15u << (4u * i))) | (c << (4u * i));
+        }
+      }
     }
     codes[n * chunk.KW + w] = word;
   }

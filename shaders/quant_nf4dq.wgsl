@@ -6,8 +6,11 @@
 //           per group j of 256 consecutive absmax (flat index i = row * NG + block; groups
 //           straddle rows, like bnb's flat absmax vector; the last group may be partial):
 //             absmax2_j = max_i |absmax_i - offset|
-//             q_i = bnb's dQuantize<0>(dmap, (absmax_i - offset) / absmax2_j)  (the nearest of the
-//                   256 values of create_dynamic_map(signed=True); absmax2_j = 0 → q_i = 127 = 0.0)
+//             q_i = bnb's dQuantize<0>(dmap, (absmax_i - offset) · inv_j)  (the nearest of the
+//                   256 values of create_dynamic_map(signed=True)), inv_j = 1 / absmax2_j once per
+//                   group (div_rn; bnb's blockwise quantizer multiplies by 1 / absmax too; outside
+//                   [2^-100, 2^100) each value is divided: norm_by); absmax2_j = 0, inf or NaN →
+//                   q_i = 127 = 0.0
 //           dequantized: absmax_i ≈ dmap[q_i] * absmax2_j + offset.
 //           The mean has a fixed order: 256 threads sum strided values (thread t: t, t+256, …)
 //           in f32, then a tree (s = 128 … 1); mean = sum / n, rounded once.
@@ -72,6 +75,9 @@ fn quantize(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var i = i0; i < i1; i++) { m = max(m, bitcast<u32>(absmax[i] - offset) & 0x7fffffffu); }
   let amax2 = bitcast<f32>(m);
   stats[1u + j] = amax2;
+  let live = m != 0u && m < 0x7f800000u;
+  var inv = 0.0;
+  if (live) { inv = block_recip(amax2); }
   // 256 values = 64 whole words (a group starts on a word boundary)
   for (var w = i0 / 4u; w * 4u < i1; w++) {
     var word = 0u;
@@ -79,7 +85,7 @@ fn quantize(@builtin(global_invocation_id) gid: vec3<u32>) {
       let i = w * 4u + b;
       if (i < i1) {
         var q = 127u;
-        if (m != 0u) { q = dyn_code(div_rn(absmax[i] - offset, amax2)); }
+        if (live) { q = dyn_code(norm_by(absmax[i] - offset, amax2, inv)); }
         word |= q << (8u * b);
       }
     }

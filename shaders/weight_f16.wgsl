@@ -1,17 +1,22 @@
-// weight_f16.wgsl — decoder of f16 weights for matmul_dequant.wgsl / embed_dequant.wgsl (written
-// by quant_f16.wgsl). Needs no shader-f16: unpack2x16float converts a pair of halves to f32.
+// weight_f16.wgsl — decoder of f16 weights for matmul.wgsl / embed.wgsl (written by
+// quant_f16.wgsl). Needs no shader-f16: unpack2x16float widens a pair of halves to f32, exactly.
 //
-// Math:     w[n, k] = half k of the row, widened exactly to f32
-// Buffers:  codes u32[N * KW], KW = ceil(K / 2): bits 16(k % 2).. of word n * KW + k / 2 hold
-//                 weight k (low half = even k); the half past an odd K is 0
+// Math:     w[n, k] = half k of row n
+// Buffers:  codes u32[N * KW], KW = 4 · ceil(K / 8) (rows padded to 16 bytes, padding 0): bits
+//             16(k % 2).. of word n * KW + k / 2 hold weight k (low half = even k); bound as vec4<u32>.
+// One chunk = one vec4<u32> = 8 weights.
 
-const VPW = 2u;
+const CPW = 8u;
+const CV = 2u;
 
-@group(0) @binding(WB) var<storage, read> codes: array<u32>;
+@group(0) @binding(WB) var<storage, read> codes: array<vec4<u32>>;
 
-fn prepare(tid: u32) {}
+alias WC = vec4<u32>;
 
-fn dequant_word(n: u32, w: u32) -> array<f32, 2> {
-  let v = unpack2x16float(codes[n * ((K + 1u) / 2u) + w]);
-  return array<f32, 2>(v.x, v.y);
+fn w_load(n: u32, c: u32) -> vec4<u32> { return codes[n * ((K + 7u) / 8u) + c]; }
+
+fn w_quad(w: vec4<u32>, j: u32) -> vec4<f32> {
+  return vec4<f32>(unpack2x16float(w[2u * j]), unpack2x16float(w[2u * j + 1u]));
 }
+
+fn w_scale(n: u32, c: u32) -> f32 { return 1.0; }

@@ -1,24 +1,27 @@
-// weight_int8.wgsl — decoder of int8 weights for matmul_dequant.wgsl / embed_dequant.wgsl
-// (written by quant_int8.wgsl).
+// weight_int8.wgsl — decoder of int8 weights for matmul.wgsl / embed.wgsl (written by
+// quant_int8.wgsl).
 //
 // Math:     w[n, k] = q[n, k] · s[n, k / G]        q ∈ [-127, 127], s = absmax / 127 of the group
-// Buffers:  codes  u32[N * KW], KW = ceil(K / 4): byte k % 4 of word n * KW + k / 4 = q (two's
-//                  complement); padding bytes are 0
-//           scales f32[N * NG], NG = ceil(K / G); G = group size (a multiple of 4, or K per row)
-// One code word = 4 weights of one group (groups start on word boundaries).
+//           decoded as unpack4x8snorm(q) = q / 127 (one builtin per 4 weights) times s · 127 per
+//           chunk: the same value up to f32 rounding (≤ 2 ulp).
+// Buffers:  codes  u32[N * KW], KW = 4 · ceil(K / 16) (rows padded to 16 bytes, padding 0): byte
+//                  k % 4 of word n * KW + k / 4 = q (two's complement); bound as vec4<u32>
+//           scales f32[N * NG], NG = ceil(K / G); G = group size (a multiple of 16, or K per row)
+// One chunk = one vec4<u32> = 16 weights of one group.
 
-const VPW = 4u;
+const CPW = 16u;
+const CV = 4u;
 override G: u32 = 64u;
 
-@group(0) @binding(WB) var<storage, read> codes: array<u32>;
+@group(0) @binding(WB) var<storage, read> codes: array<vec4<u32>>;
 @group(0) @binding(WB + 1u) var<storage, read> scales: array<f32>;
 
-fn prepare(tid: u32) {}
+alias WC = vec4<u32>;
 
-fn dequant_word(n: u32, w: u32) -> array<f32, 4> {
-  let c = codes[n * ((K + 3u) / 4u) + w];
-  let s = scales[n * ((K + G - 1u) / G) + (w * 4u) / G];
-  let q = vec4<i32>(bitcast<i32>(c << 24u), bitcast<i32>(c << 16u), bitcast<i32>(c << 8u), bitcast<i32>(c)) >> vec4<u32>(24u);
-  let v = vec4<f32>(q) * s;
-  return array<f32, 4>(v.x, v.y, v.z, v.w);
+fn w_load(n: u32, c: u32) -> vec4<u32> { return codes[n * ((K + 15u) / 16u) + c]; }
+
+fn w_quad(w: vec4<u32>, j: u32) -> vec4<f32> { return unpack4x8snorm(w[j]); }
+
+fn w_scale(n: u32, c: u32) -> f32 {
+  return scales[n * ((K + G - 1u) / G) + (c * 16u) / G] * 127.0;
 }

@@ -3,6 +3,4 @@
 
 @group(0) @binding(WB + 1u) var<storage, read> absmax: array<f32>;
 
-fn prepare_absmax(tid: u32) {}
-
 fn block_absmax(i: u32) -> f32 { return absmax[i]; }

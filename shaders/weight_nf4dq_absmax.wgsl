@@ -4,16 +4,16 @@
 // Math:     absmax_i = dmap[q_i] · stats[1 + i / 256] + stats[0]    i = n * NG + b (flat block index)
 //           dmap = bitsandbytes' create_dynamic_map(signed=True): for i = 0..6, the 2^i midpoints
 //           of torch.linspace(0.1, 1, 2^i + 1) times ±10^(i-6), plus 0 and 1, sorted. The kernels
-//           evaluate it into workgroup memory with torch's f32 operations (dyn_value below), so
+//           evaluate it with torch's f32 operations (dyn_value below), so
 //           no weight carries a copy; where a GPU fuses a multiply-add the value may differ from the
 //           quantizer's exact map by an ulp.
 // Buffers:  qabs  u32[ceil(nb / 4)]         byte i % 4 of word i / 4 = q_i (8-bit code)
 //           stats f32[1 + ceil(nb / 256)]   stats[0] = offset (mean absmax), stats[1 + j] = absmax2 of group j
+// The map is evaluated per chunk (once per 32 weights) rather than kept in a workgroup table, so
+// the matmul needs no barrier.
 
 @group(0) @binding(WB + 1u) var<storage, read> qabs: array<u32>;
 @group(0) @binding(WB + 2u) var<storage, read> stats: array<f32>;
-
-var<workgroup> dmap: array<f32, 256>;
 
 /** linspace(0.1, 1, 2^e + 1)[j] as torch's CPU kernel computes it: from the nearer end. */
 fn linspace_01(j: u32, e: u32) -> f32 {
@@ -45,9 +45,7 @@ fn dyn_value(q: u32) -> f32 {
   return select(-v, v, q > 127u);
 }
 
-fn prepare_absmax(tid: u32) { dmap[tid] = dyn_value(tid); } // every kernel runs 256 threads
-
 fn block_absmax(i: u32) -> f32 {
   let q = (qabs[i / 4u] >> (8u * (i % 4u))) & 0xffu;
-  return dmap[q] * stats[1u + i / 256u] + stats[0];
+  return dyn_value(q) * stats[1u + i / 256u] + stats[0];
 }

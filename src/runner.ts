@@ -8,6 +8,8 @@ import type { ChatMessage } from './api/chat.ts';
 import type { ChatCompletionChunk } from './api/openai.ts';
 import type { SamplingOptions } from './generate/sampling.ts';
 import { isNibbleError } from './errors.ts';
+import { createGpuContext } from './gpu/context.ts';
+import { measureRoofline, OpProfiler, type ProfileResult, type RooflineResult } from './kernels/probe.ts';
 
 export type Job =
   | { kind: 'load'; model: string; load: LoadOptions }
@@ -35,7 +37,22 @@ export type Job =
   | { kind: 'chat-template' }
   | { kind: 'eval'; text: string }
   | { kind: 'info' }
-  | { kind: 'logits'; ids: number[]; rows: number };
+  | { kind: 'logits'; ids: number[]; rows: number }
+  /** The roofline probe (streaming-read GB/s) on the page's shared GPU device: see kernels/probe.ts. */
+  | { kind: 'probe'; bytes?: number; reps?: number }
+  /**
+   * Greedy plain decoding of `maxNewTokens` after `promptIds` with every decode step's ops timed
+   * by timestamp-query (Runtime.profiler); per-kernel GPU time per step.
+   */
+  | { kind: 'profile'; promptIds: number[]; maxNewTokens: number };
+
+/** The `probe` job's result. */
+export type ProbeJobResult = RooflineResult & { adapter: string };
+
+/** The `profile` job's result: `available` false (and `reason`) when the device has no timestamp-query. */
+export type ProfileJobResult =
+  | ({ available: true; decodeTokensPerSecond: number; cachedPromptTokens: number } & ProfileResult)
+  | { available: false; reason: string };
 
 type Emit = (ev: { type: string; [k: string]: unknown }) => void;
 
@@ -136,6 +153,38 @@ async function runJob(job: Job): Promise<unknown> {
       return need().info;
     case 'logits':
       return (await need().logits(job.ids, job.rows)).map((r) => Array.from(r));
+    case 'probe': {
+      // the same shared device an Engine.load() without GPU options gets
+      const ctx = await createGpuContext();
+      const r = await measureRoofline(ctx.device, { bytes: job.bytes, reps: job.reps });
+      return { ...r, adapter: ctx.adapterInfo.summary } satisfies ProbeJobResult;
+    }
+    case 'profile': {
+      const e = need();
+      if (!e.info.features.timestampQuery) {
+        return { available: false, reason: `the adapter (${e.info.adapter.summary}) has no timestamp-query feature` } satisfies ProfileJobResult;
+      }
+      const rt = e.model.rt;
+      const profiler = new OpProfiler(rt.device, { filter: (s) => s.T === 1 });
+      try {
+        rt.profiler = profiler;
+        let r;
+        try {
+          r = await e.generate('', { promptIds: job.promptIds, maxNewTokens: job.maxNewTokens, ignoreEos: true, speculative: false }).result;
+        } finally {
+          rt.profiler = null;
+        }
+        const p = await profiler.collect();
+        return {
+          available: true,
+          decodeTokensPerSecond: r.timings.decodeTokensPerSecond,
+          cachedPromptTokens: r.cachedPromptTokens,
+          ...p,
+        } satisfies ProfileJobResult;
+      } finally {
+        profiler.destroy();
+      }
+    }
   }
 }
 

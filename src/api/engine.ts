@@ -1,5 +1,6 @@
 import { createGpuContext, type AdapterInfo, type GpuOptions } from '../gpu/context.ts';
 import { NibbleError } from '../errors.ts';
+import type { MatmulReduce } from '../kernels/linear.ts';
 import { Runtime } from '../kernels/runtime.ts';
 import { openCheckpoint } from '../loader/safetensors.ts';
 import { checkTensors, parseConfig, type LlamaConfig } from '../model/config.ts';
@@ -41,6 +42,11 @@ export interface LoadOptions extends GpuOptions, SourceOptions {
   cache?: WeightCache | boolean;
   /** Rows of logits one pass may return (evaluation); default from a 64 MiB budget. */
   maxLogitRows?: number;
+  /**
+   * Matmul kernel variant: 'auto' (default: chosen for the adapter), or 'subgroup' / 'workgroup' /
+   * 'row' (how a weight row is shared by lanes; every variant computes the same result).
+   */
+  matmul?: MatmulReduce | 'auto';
   onProgress?: (p: LoadProgress) => void;
   signal?: AbortSignal;
   /**
@@ -254,6 +260,7 @@ export class Engine {
         ...streamingOptions(opts),
         contextLength: opts.contextLength,
         maxLogitRows: opts.maxLogitRows,
+        verifyRows: opts.draft ? draftTokens + 1 : 0,
       });
       if (opts.draft && draftPlan) draft = await loadDraft(rt, opts, opts.draft, draftPlan, source, cfg, table.tensors, m.ctx);
     } finally {
@@ -271,6 +278,9 @@ export class Engine {
         throw new NibbleError('bad-argument', `the draft's vocabulary (${draft.model.cfg.vocabSize}) differs from the target's (${cfg.vocabSize})`);
       }
     }
+    // the GPU quantizers are queued, not finished, when the loaders return: resolve (and count
+    // loadMs) only once the weights are ready
+    await device.queue.onSubmittedWorkDone();
     const loadMs = performance.now() - t0;
     const info: EngineInfo = {
       model: typeof model === 'string' ? model : source.description,
@@ -582,6 +592,7 @@ export class Engine {
 function streamingOptions(opts: LoadOptions) {
   return {
     maxBatch: opts.maxBatch,
+    matmul: opts.matmul,
     chunkBytes: opts.chunkBytes,
     parallelReads: opts.parallelReads,
     hostMemoryBudget: opts.hostMemoryBudget,
@@ -621,7 +632,7 @@ async function loadDraft(
     tensors = (await openCheckpoint(source, opts.signal)).tensors;
     checkTensors(cfg, tensors);
   }
-  const model = await LlamaModel.load(rt, cfg, source, tensors, plan, { ...streamingOptions(opts), contextLength: ctx, maxLogitRows: 1 });
+  const model = await LlamaModel.load(rt, cfg, source, tensors, plan, { ...streamingOptions(opts), contextLength: ctx, maxLogitRows: 1, verifyRows: 2 });
   return { model, name };
 }
 

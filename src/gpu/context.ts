@@ -16,6 +16,15 @@ export interface AdapterInfo {
   description: string;
   /** Short one-line description, e.g. "google swiftshader (Vulkan)". */
   summary: string;
+  /** Smallest subgroup size the adapter may use (when it reports it). */
+  subgroupMinSize?: number;
+  /** A software adapter running on the CPU (SwiftShader, llvmpipe / lavapipe): kernels pick CPU-friendly variants. */
+  cpuBacked: boolean;
+}
+
+/** Whether an adapter description names a CPU (software) implementation of WebGPU/Vulkan. */
+export function isCpuAdapter(s: string): boolean {
+  return /swiftshader|llvmpipe|lavapipe|softpipe|\bcpu\b/i.test(s);
 }
 
 export interface GpuOptions {
@@ -48,7 +57,10 @@ function describeAdapter(adapter: GPUAdapter): AdapterInfo {
   const device = info?.device ?? '';
   const description = info?.description ?? '';
   const summary = [vendor, architecture, device, description].filter((s) => s).join(' ') || 'unknown adapter';
-  return { vendor, architecture, device, description, summary };
+  const sg = (info as (GPUAdapterInfo & { subgroupMinSize?: number }) | undefined)?.subgroupMinSize;
+  const deviceType = (info as { type?: string } | undefined)?.type; // Deno/wgpu: 'cpu' for software adapters
+  const cpuBacked = isCpuAdapter(summary) || deviceType === 'cpu';
+  return { vendor, architecture, device, description, summary, subgroupMinSize: typeof sg === 'number' ? sg : undefined, cpuBacked };
 }
 
 const shared = new Map<GPU, Map<string, Promise<GpuContext>>>();
@@ -85,7 +97,7 @@ async function requestGpuContext(opts: GpuOptions): Promise<GpuContext> {
     const d = opts.device;
     return {
       device: d,
-      adapterInfo: { vendor: '', architecture: '', device: '', description: '', summary: 'caller-provided device' },
+      adapterInfo: { vendor: '', architecture: '', device: '', description: '', summary: 'caller-provided device', cpuBacked: false },
       features: {
         f16: d.features.has('shader-f16'),
         subgroups: d.features.has('subgroups'),

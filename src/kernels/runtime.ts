@@ -22,6 +22,17 @@ export interface Op {
   grid: (s: StepShape) => readonly [number, number, number];
 }
 
+/**
+ * Per-op GPU timing (timestamp-query), e.g. the bench's `--profile`. While `Runtime.profiler` is
+ * set, record() gives every op its own compute pass and asks `slot` for that pass's
+ * timestampWrites (undefined: leave it untimed); reading the queries back is the profiler's job.
+ */
+export interface PassProfiler {
+  /** Called once per record() (one step or prompt chunk), before its ops. */
+  begin(s: StepShape): void;
+  slot(op: Op, s: StepShape): GPUComputePassTimestampWrites | undefined;
+}
+
 const MAX_WG = 65535;
 
 const PIPELINE_CACHES = new WeakMap<GPUDevice, { pipelines: Map<string, GPUComputePipeline>; modules: Map<string, GPUShaderModule> }>();
@@ -45,6 +56,8 @@ export class Runtime {
   private modules: Map<string, GPUShaderModule>;
   private dummy: GPUBuffer | null = null;
   private stepData = new Uint32Array(4);
+  /** Set to time each op (one pass per op, see PassProfiler); null (default): one pass, no queries. */
+  profiler: PassProfiler | null = null;
 
   constructor(ctx: GpuContext) {
     this.ctx = ctx;
@@ -137,6 +150,7 @@ export class Runtime {
 
   /** Records ops into one compute pass (WebGPU orders storage writes between dispatches). */
   record(encoder: GPUCommandEncoder, ops: readonly Op[], s: StepShape): void {
+    if (this.profiler) return this.recordProfiled(encoder, ops, s, this.profiler);
     const pass = encoder.beginComputePass();
     for (const op of ops) {
       const [x, y, z] = op.grid(s);
@@ -146,6 +160,21 @@ export class Runtime {
       pass.dispatchWorkgroups(x, y, z);
     }
     pass.end();
+  }
+
+  /** record() while profiling: one compute pass per op, timed where the profiler gives it query slots. */
+  private recordProfiled(encoder: GPUCommandEncoder, ops: readonly Op[], s: StepShape, profiler: PassProfiler): void {
+    profiler.begin(s);
+    for (const op of ops) {
+      const [x, y, z] = op.grid(s);
+      if (x === 0 || y === 0 || z === 0) continue;
+      const timestampWrites = profiler.slot(op, s);
+      const pass = encoder.beginComputePass(timestampWrites ? { label: op.label, timestampWrites } : { label: op.label });
+      pass.setPipeline(op.pipeline);
+      pass.setBindGroup(0, op.bindGroup);
+      pass.dispatchWorkgroups(x, y, z);
+      pass.end();
+    }
   }
 
   /** Sets the step, records, submits. */

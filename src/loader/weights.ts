@@ -186,9 +186,6 @@ export async function loadWeights(
     const ts = members.map(info);
     const f = getFormat(format);
     if (!f) throw new NibbleError('bad-argument', `unknown weight format "${format}"`);
-    if (!f.supported(rt)) {
-      throw new NibbleError('bad-argument', `weight format "${format}" is not supported on this GPU (${rt.ctx.adapterInfo.summary})`);
-    }
     const cols = ts[0]!.shape[1]!;
     const rows = ts.reduce((a, t) => a + t.shape[0]!, 0);
     const j: Job = { label, kind: 'matrix', members: ts, format, rows, cols, rowsLeft: rows };
@@ -283,15 +280,12 @@ export async function loadWeights(
     if (handle) {
       for (const j of jobs) {
         const f = getFormat(j.format);
-        // What the cached bytes depend on besides the checkpoint: the format's kernels (a layout
-        // change shows there) and an optional `cacheVersion` a format may declare (bump it when its
-        // quantizer's output changes without a kernel change).
-        const code = j.kind === 'matrix' && f ? shortHash(f.linear.code + '\n' + f.embed.code) : 'f32';
-        const formatVersion = (f as { cacheVersion?: unknown } | undefined)?.cacheVersion ?? null;
+        // What the cached bytes depend on besides the checkpoint: the format's code (its layout and
+        // its quantizer's output show there).
+        const code = j.kind === 'matrix' && f ? shortHash(f.cacheKey) : 'f32';
         const identity = {
           format: j.format,
           code,
-          formatVersion,
           members: j.members.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, file: fps[t.file] })),
         };
         j.key = entryKey(j.label, j.format, identity);

@@ -5,18 +5,20 @@ import type { ModelSource } from '../source/types.ts';
 import { HostMemoryMeter } from '../loader/memory.ts';
 import { loadWeights, type LayerWeightSet, type LoadStats, type WeightLoadOptions } from '../loader/weights.ts';
 import type { Op, Runtime, StepShape } from '../kernels/runtime.ts';
-import { embedOp, GEMV_MAX_ROWS, linearOp, type LinearMode } from '../kernels/linear.ts';
-import { attentionOp, ropeKvOp, ropeTable, rmsnormOp, swigluOp } from '../kernels/ops.ts';
+import { chooseMatmulVariant, embedOp, linearOp, MAX_VERIFY_ROWS, type LinearMode, type MatmulReduce, type MatmulVariant } from '../kernels/linear.ts';
+import { attentionOp, ropeKvOp, ropeTable, swigluOp } from '../kernels/ops.ts';
 import { argmaxRowsOp } from '../kernels/sample.ts';
 import type { GpuWeight } from '../quant/format.ts';
 import type { QuantPlan } from '../quant/plan.ts';
 
 /**
  * The Llama graph, written once for every weight format:
- *   embed → [rmsnorm, qkv, rope+kv-write, attention, o(+residual), rmsnorm, gate·up, swiglu,
- *            down(+residual)] × L → final rmsnorm (last rows) → LM head → argmax
- * q/k/v are fused into one [q|k|v] weight and gate/up into one [gate|up] weight at load, so a
- * layer is 9 dispatches. Nothing here depends on the weight format: linearOp/embedOp pick kernels.
+ *   embed → [rmsnorm·qkv, rope+kv-write, attention, o(+residual), rmsnorm·gate·up, swiglu,
+ *            down(+residual)] × L → final rmsnorm·LM head (last rows) → argmax
+ * q/k/v are fused into one [q|k|v] weight and gate/up into one [gate|up] weight at load, and each
+ * RMSNorm runs in the prologue of the matmul that follows it, so a layer is 7 dispatches. Nothing
+ * here depends on the weight format: linearOp/embedOp pick kernels. Three op lists share the
+ * buffers: decode (1 row), verify (≤ verifyRows rows, speculative decoding) and prefill.
  */
 
 export type { LoadProgress, LoadStats } from '../loader/weights.ts';
@@ -28,6 +30,10 @@ export interface ModelLoadOptions extends WeightLoadOptions {
   maxBatch?: number;
   /** Rows of logits one pass can produce (eval, speculative verify); default from a 64 MiB budget. */
   maxLogitRows?: number;
+  /** Rows of the speculative verify pass (draft tokens + 1, ≤ 8): builds the multi-row decode variant. */
+  verifyRows?: number;
+  /** Matmul lane reduction (default 'auto': chosen for the adapter; tests force each variant). */
+  matmul?: MatmulReduce | 'auto';
 }
 
 interface LayerWeights extends LayerWeightSet {
@@ -54,11 +60,11 @@ export class LlamaModel {
   readonly hostMemory: HostMemoryMeter;
   /** How the weights were loaded (cache, bytes, requests, timings); set by load(). */
   loadStats: LoadStats | null = null;
-  private opsLayersGemv: Op[] = [];
-  private opsLayersGemm: Op[] = [];
+  /** Passes of up to this many rows (> 1) run the multi-row decode variant (speculative verify). */
+  readonly verifyRows: number;
+  private opsLayers: Partial<Record<LinearMode, Op[]>> = {};
   private opsEmbed: Op[] = [];
-  private opsHeadGemv: Op[] = [];
-  private opsHeadGemm: Op[] = [];
+  private opsHead: Partial<Record<LinearMode, Op[]>> = {};
   private opArgmax: Op;
   private buffers: GPUBuffer[] = [];
 
@@ -66,7 +72,7 @@ export class LlamaModel {
     rt: Runtime,
     cfg: LlamaConfig,
     w: { embed: GpuWeight; head: GpuWeight; finalNorm: GPUBuffer; layers: LayerWeights[] },
-    dims: { ctx: number; maxBatch: number; maxLogitRows: number },
+    dims: { ctx: number; maxBatch: number; maxLogitRows: number; verifyRows: number; variant: MatmulVariant },
     owned: GPUBuffer[],
     stats: { weightBytes: number; matrixBytes: number; weightCount: number; formats: Record<string, number>; host: HostMemoryMeter },
   ) {
@@ -90,42 +96,46 @@ export class LlamaModel {
     };
     this.tokens = mk(Math.max(B, 4), 'tokens');
     const h = mk(B * H, 'hidden');
-    const xn = mk(B * H, 'normed');
     const qkv = mk(B * (nH + 2 * nKV) * D, 'qkv');
     const q = mk(B * nH * D, 'q');
     const attn = mk(B * nH * D, 'attn');
     const gu = mk(B * 2 * I, 'gate_up');
     const act = mk(B * I, 'act');
-    const xf = mk(dims.maxLogitRows * H, 'final_normed');
     this.logits = mk(dims.maxLogitRows * V, 'logits');
     const cs = rt.upload(ropeTable(ropeInvFreq(cfg), dims.ctx), 'rope_cos_sin');
     this.buffers.push(cs);
 
     this.opsEmbed = [embedOp(rt, w.embed, this.tokens, h)];
     const shape = { nHeads: nH, nKvHeads: nKV, headDim: D, ctx: dims.ctx };
-    for (const mode of ['gemv', 'gemm'] as LinearMode[]) {
-      const ops = mode === 'gemv' ? this.opsLayersGemv : this.opsLayersGemm;
+    const eps = cfg.rmsNormEps;
+    const v = dims.variant;
+    const modes: LinearMode[] = dims.verifyRows > 1 ? ['decode', 'verify', 'prefill'] : ['decode', 'prefill'];
+    for (const mode of modes) {
+      const lin = (wt: GpuWeight, a: Parameters<typeof linearOp>[3], label: string) => linearOp(rt, wt, mode, { ...a, rows: dims.verifyRows }, label, v);
+      const ops: Op[] = [];
       w.layers.forEach((L, i) => {
         const p = `layer${i}`;
         ops.push(
-          rmsnormOp(rt, { x: h, out: xn, weight: L.inputNorm, H, eps: cfg.rmsNormEps }, `${p}.input_norm`),
-          linearOp(rt, L.qkv, mode, { x: xn, y: qkv, bias: L.qkvBias ?? undefined }, `${p}.qkv`),
+          lin(L.qkv, { x: h, y: qkv, bias: L.qkvBias ?? undefined, norm: { weight: L.inputNorm, eps } }, `${p}.qkv`),
           ropeKvOp(rt, { ...shape, qkv, q, k: L.k, v: L.v, cosSin: cs }, `${p}.rope_kv`),
           attentionOp(rt, { ...shape, q, out: attn, k: L.k, v: L.v }, `${p}.attention`),
-          linearOp(rt, L.o, mode, { x: attn, y: h, bias: L.oBias ?? undefined, accumulate: true }, `${p}.o`),
-          rmsnormOp(rt, { x: h, out: xn, weight: L.postNorm, H, eps: cfg.rmsNormEps }, `${p}.post_norm`),
-          linearOp(rt, L.gateUp, mode, { x: xn, y: gu }, `${p}.gate_up`),
+          lin(L.o, { x: attn, y: h, bias: L.oBias ?? undefined, accumulate: true }, `${p}.o`),
+          lin(L.gateUp, { x: h, y: gu, norm: { weight: L.postNorm, eps } }, `${p}.gate_up`),
           swigluOp(rt, { gateUp: gu, out: act, I }, `${p}.swiglu`),
-          linearOp(rt, L.down, mode, { x: act, y: h, accumulate: true }, `${p}.down`),
+          lin(L.down, { x: act, y: h, accumulate: true }, `${p}.down`),
         );
       });
-      const head = mode === 'gemv' ? this.opsHeadGemv : this.opsHeadGemm;
-      head.push(
-        rmsnormOp(rt, { x: h, out: xf, weight: w.finalNorm, H, eps: cfg.rmsNormEps, last: true }, 'final_norm'),
-        linearOp(rt, w.head, mode, { x: xf, y: this.logits, head: true }, 'lm_head'),
-      );
+      this.opsLayers[mode] = ops;
+      this.opsHead[mode] = [lin(w.head, { x: h, y: this.logits, head: true, norm: { weight: w.finalNorm, eps } }, 'lm_head')];
     }
+    this.verifyRows = dims.verifyRows;
     this.opArgmax = argmaxRowsOp(rt, { logits: this.logits, out: this.tokens, V, rows: () => 1 }, 'argmax');
+  }
+
+  /** The pass shape whose ops run `rows` activation rows. */
+  private mode(rows: number): LinearMode {
+    if (rows <= 1) return 'decode';
+    return rows <= this.verifyRows ? 'verify' : 'prefill';
   }
 
   /**
@@ -134,9 +144,8 @@ export class LlamaModel {
    * with `argmax` the greedy next token in tokens[0]. Returns the ops for Runtime.record.
    */
   ops(s: StepShape, o: { head: boolean; argmax: boolean }): Op[] {
-    const layers = s.T <= GEMV_MAX_ROWS ? this.opsLayersGemv : this.opsLayersGemm;
-    const out = [...this.opsEmbed, ...layers];
-    if (o.head) out.push(...(s.headRows <= GEMV_MAX_ROWS ? this.opsHeadGemv : this.opsHeadGemm));
+    const out = [...this.opsEmbed, ...this.opsLayers[this.mode(s.T)]!];
+    if (o.head) out.push(...this.opsHead[this.mode(s.headRows)]!);
     if (o.argmax) out.push(this.opArgmax);
     return out;
   }
@@ -168,8 +177,10 @@ export class LlamaModel {
     const maxBatch = Math.max(1, Math.min(opts.maxBatch ?? 256, ctx));
     const maxLogitRows = Math.max(
       1,
-      Math.min(opts.maxLogitRows ?? Math.max(GEMV_MAX_ROWS + 1, Math.floor((64 << 20) / (cfg.vocabSize * 4))), maxBatch),
+      Math.min(opts.maxLogitRows ?? Math.max(MAX_VERIFY_ROWS + 1, Math.floor((64 << 20) / (cfg.vocabSize * 4))), maxBatch),
     );
+    const verifyRows = Math.max(0, Math.min(opts.verifyRows ?? 0, MAX_VERIFY_ROWS, maxBatch));
+    const variant = chooseMatmulVariant(rt.ctx, opts.matmul ?? 'auto');
     const w = await loadWeights(rt, cfg, source, tensors, plan, opts);
     const owned = w.owned;
     try {
@@ -181,7 +192,7 @@ export class LlamaModel {
         owned.push(v);
         return { ...L, k, v };
       });
-      const model = new LlamaModel(rt, cfg, { embed: w.embed, head: w.head, finalNorm: w.finalNorm, layers }, { ctx, maxBatch, maxLogitRows }, owned, {
+      const model = new LlamaModel(rt, cfg, { embed: w.embed, head: w.head, finalNorm: w.finalNorm, layers }, { ctx, maxBatch, maxLogitRows, verifyRows, variant }, owned, {
         weightBytes: w.weightBytes,
         matrixBytes: w.matrixBytes,
         weightCount: w.weightCount,

@@ -22,7 +22,8 @@ Usage:
   nibble chat --model M [--system TEXT] [--max-new-tokens N] [--quant Q] [--stats] [sampling and --draft options as above]
   nibble eval --model M --text-file F [--quant Q] [--json]
   nibble hub-serve --dir DIR [--port N] [--host H] [--latency-ms MS] [--cut-after BYTES] [--fail-rate P]
-  nibble bench [--model M] [--quant Q1,Q2,...] [--prompt-tokens N] [--new-tokens N] [--runs N] [--json] [--out FILE]
+  nibble bench [--model M | --shape S] [--quant Q1,Q2,...] [--prompt-tokens N] [--new-tokens N] [--runs N]
+               [--draft-quant Q [--draft-tokens K]] [--profile] [--probe-mib N] [--json] [--out FILE]
   nibble synth --shape S [--dtype bf16|f16|f32] [--out DIR] [--shards N] [--layers N] [--seed N]
 
 Model M: a local folder in Hugging Face layout, a URL of one, or a Hub id "org/name".
@@ -44,6 +45,11 @@ Chat (a terminal REPL; reads one user message per line from stdin when it is not
   /reset clears the history, /exit quits. Sampling defaults come from generation_config.json, else
   temperature 0.7, top-p 0.9. --stats prints each turn's token counts and speed on stderr (always
   on in a terminal).
+Bench (see bench/README.md): a roofline probe, then per format prefill of 64- and 512-token prompts
+  and decode of --new-tokens (32) after --prompt-tokens (64), medians of --runs (3), every prompt
+  uncached. --shape S (default smollm2-135m) benches a synthetic model of that shape; --draft-quant Q
+  adds a self-speculative row per format; --profile adds per-kernel GPU time (timestamp-query);
+  --json prints one JSON object per line; progress goes to stderr.
 Synthetic shapes: smollm2-135m, smollm2-360m, llama-3.2-1b, qwen2.5-0.5b`;
 
 class UsageError extends Error {}
@@ -313,37 +319,72 @@ async function cmdBench(argv: string[]): Promise<void> {
     args: argv,
     options: {
       ...COMMON,
+      shape: { type: 'string' },
       'prompt-tokens': { type: 'string' },
       'new-tokens': { type: 'string' },
       runs: { type: 'string' },
       out: { type: 'string' },
+      profile: { type: 'boolean' },
+      'draft-quant': { type: 'string' },
+      'draft-tokens': { type: 'string' },
+      'probe-mib': { type: 'string' },
     },
   });
   if (v.help) return void console.log(USAGE);
-  const { runBench, benchTable } = await import('../../bench/harness.ts');
+  if (v.model !== undefined && v.shape !== undefined) throw new UsageError('--model and --shape are exclusive');
+  if (v['draft-tokens'] !== undefined && v['draft-quant'] === undefined) throw new UsageError('--draft-tokens needs --draft-quant');
+  const quants = (v.quant ?? 'f32,f16,int8,nf4,nf4-dq')
+    .split(',')
+    .map((q) => q.trim())
+    .filter(Boolean);
+  if (!quants.length) throw new UsageError('--quant lists no format');
+  const runs = int(v.runs, 'runs', 3)!;
+  if (runs < 1) throw new UsageError('--runs must be at least 1');
+  const newTokens = int(v['new-tokens'], 'new-tokens', 32)!;
+  if (newTokens < 2) throw new UsageError('--new-tokens must be at least 2 (decode speed is timed after the first token)');
+  const promptTokens = int(v['prompt-tokens'], 'prompt-tokens', 64)!;
+  if (promptTokens < 1) throw new UsageError('--prompt-tokens must be at least 1');
+  const draftTokens = int(v['draft-tokens'], 'draft-tokens');
+  if (draftTokens !== undefined && draftTokens < 1) throw new UsageError('--draft-tokens must be at least 1');
+  const probeMiB = int(v['probe-mib'], 'probe-mib');
+  if (probeMiB !== undefined && probeMiB < 1) throw new UsageError('--probe-mib must be at least 1');
+  const { runBench, benchTable, probeLine, profileTable } = await import('../../bench/harness.ts');
   let model = v.model;
+  let label = v.model;
   if (!model) {
-    // default: the synthetic SmolLM2-135M (bf16), written to .cache on first use
-    const { synthModel, defaultSynthDir } = await import('./synth.ts');
-    model = defaultSynthDir('smollm2-135m', 'bf16', 1);
-    await synthModel({ shape: 'smollm2-135m', dtype: 'bf16', out: model, log: (s) => console.error(s) });
+    // a full-depth synthetic model of a real shape (bf16), written to .cache/synth on first use
+    const { synthModel, defaultSynthDir, SYNTH_SHAPES } = await import('./synth.ts');
+    const shape = (v.shape ?? 'smollm2-135m') as keyof typeof SYNTH_SHAPES;
+    if (!(shape in SYNTH_SHAPES)) throw new UsageError(`--shape must be one of ${Object.keys(SYNTH_SHAPES).join(', ')}`);
+    model = defaultSynthDir(shape, 'bf16', 1);
+    label = `${shape} (synthetic)`;
+    await synthModel({ shape, dtype: 'bf16', out: model, log: (s) => console.error(s) });
   }
-  const rows = await runBench({
+  const report = await runBench({
     model,
-    quants: (v.quant ?? 'f32,f16,int8,nf4,nf4-dq').split(',').map((q) => q.trim()).filter(Boolean),
-    promptTokens: int(v['prompt-tokens'], 'prompt-tokens', 64)!,
-    newTokens: int(v['new-tokens'], 'new-tokens', 32)!,
-    runs: int(v.runs, 'runs', 3)!,
+    label,
+    quants,
+    promptTokens,
+    newTokens,
+    runs,
     gpu: (v.gpu as GpuMode | undefined) ?? 'auto',
     contextLength: int(v['context-length'], 'context-length'),
     hubEndpoint: v.hub ?? process.env.HF_ENDPOINT,
     token: v.token ?? process.env.HF_TOKEN,
-    log: (s) => console.error(s),
+    draftQuant: v['draft-quant'],
+    draftTokens,
+    profile: !!v.profile,
+    probeBytes: probeMiB === undefined ? undefined : probeMiB * 2 ** 20,
+    progress: (s) => console.error(s),
+    // --json: one object per line as soon as it is measured (probe, rows, profiles)
+    onRecord: v.json ? (r) => process.stdout.write(JSON.stringify(r) + '\n') : undefined,
   });
-  const report = { date: new Date().toISOString(), rows };
   if (v.out) writeFileSync(v.out, JSON.stringify(report, null, 2) + '\n');
-  if (v.json) process.stdout.write(JSON.stringify(report) + '\n');
-  else console.log(benchTable(rows));
+  if (!v.json) {
+    console.log(probeLine(report.probe) + '\n');
+    console.log(benchTable(report.rows));
+    for (const p of report.profiles) console.log('\n' + profileTable(p));
+  }
 }
 
 async function cmdSynth(argv: string[]): Promise<void> {

@@ -1,10 +1,9 @@
 import type { Runtime } from '../kernels/runtime.ts';
 import { registerFormat, type GpuWeight, type WeightBuilder, type WeightFormat } from './format.ts';
 import { ChunkQuantizer, quantKernel } from './gpu-builder.ts';
+import { rowWords } from './layout.ts';
 import quantF16 from '../../shaders/quant_f16.wgsl?raw';
 import weightF16 from '../../shaders/weight_f16.wgsl?raw';
-import matmulDequant from '../../shaders/matmul_dequant.wgsl?raw';
-import embedDequant from '../../shaders/embed_dequant.wgsl?raw';
 
 const quantizer = quantKernel('quant_f16', quantF16);
 
@@ -15,13 +14,13 @@ const quantizer = quantKernel('quant_f16', quantF16);
  */
 export const f16Format: WeightFormat = {
   name: 'f16',
-  linear: { name: 'matmul_f16', code: weightF16 + '\n' + matmulDequant },
-  embed: { name: 'embed_f16', code: weightF16 + '\n' + embedDequant },
-  supported: () => true,
+  decoder: { name: 'f16', code: weightF16 },
+  cacheKey: quantizer.code + weightF16,
   create(rt: Runtime, rows: number, cols: number, label: string): WeightBuilder {
-    const KW = Math.ceil(cols / 2);
+    const KW = rowWords(cols, 2); // rows padded to 16 bytes (zero words: buffers start zeroed)
     const codes = rt.buffer(rows * KW * 4, `${label}.codes`);
-    const q = new ChunkQuantizer(rt, label, rows, cols, quantizer, [codes], { group: 0, rowWords: KW, groups: 0, units: KW });
+    const units = Math.ceil(cols / 2); // one thread per word that holds weights
+    const q = new ChunkQuantizer(rt, label, rows, cols, quantizer, [codes], { group: 0, rowWords: KW, groups: 0, units });
     return {
       write: (row0, dtype, bytes) => q.write(row0, dtype, bytes),
       finish(): GpuWeight {

@@ -1,24 +1,35 @@
 import type { Runtime } from '../kernels/runtime.ts';
 import { toF32, type DType } from '../loader/safetensors.ts';
 import { registerFormat, type GpuWeight, type WeightBuilder, type WeightFormat } from './format.ts';
-import matmulF32 from '../../shaders/matmul_f32.wgsl?raw';
-import embedF32 from '../../shaders/embed_f32.wgsl?raw';
+import { rowWords } from './layout.ts';
+import weightF32 from '../../shaders/weight_f32.wgsl?raw';
 
-/** f32: the unquantized baseline. Bytes stream in as bf16/f16/f32 and are widened chunk by chunk. */
+/**
+ * f32: the unquantized baseline. Bytes stream in as bf16/f16/f32 and are widened chunk by chunk
+ * on the CPU. Stored row-major [N, KP], KP = roundUp(K, 4): rows zero-padded to 16 bytes.
+ */
 export const f32Format: WeightFormat = {
   name: 'f32',
-  linear: { name: 'matmul_f32', code: matmulF32 },
-  embed: { name: 'embed_f32', code: embedF32 },
-  supported: () => true,
+  decoder: { name: 'f32', code: weightF32 },
+  cacheKey: weightF32,
   create(rt: Runtime, rows: number, cols: number, label: string): WeightBuilder {
-    const buffer = rt.buffer(rows * cols * 4, label);
+    // rows padded to 16 bytes (KP = roundUp(K, 4) floats; the padding stays 0 from allocation)
+    const KP = rowWords(cols, 1);
+    const buffer = rt.buffer(rows * KP * 4, label);
     return {
       write(row0: number, dtype: DType, bytes: Uint8Array) {
         const f = toF32(bytes, dtype);
-        rt.device.queue.writeBuffer(buffer, row0 * cols * 4, f.buffer, f.byteOffset, f.byteLength);
+        if (KP === cols) {
+          rt.device.queue.writeBuffer(buffer, row0 * KP * 4, f.buffer, f.byteOffset, f.byteLength);
+          return;
+        }
+        const n = f.length / cols;
+        const padded = new Float32Array(n * KP);
+        for (let r = 0; r < n; r++) padded.set(f.subarray(r * cols, (r + 1) * cols), r * KP);
+        rt.device.queue.writeBuffer(buffer, row0 * KP * 4, padded);
       },
       finish(): GpuWeight {
-        return { format: 'f32', rows, cols, buffers: [buffer], bytes: rows * cols * 4, constants: {} };
+        return { format: 'f32', rows, cols, buffers: [buffer], bytes: rows * KP * 4, constants: {} };
       },
     };
   },

@@ -11,7 +11,7 @@ export interface GpuWeight {
   readonly format: string;
   readonly rows: number;
   readonly cols: number;
-  /** Bound, in order, at bindings 4.. of the linear shader and 3.. of the embed shader. */
+  /** Bound, in order, from binding WB of the matmul (5) and embedding (3) skeletons. */
   readonly buffers: GPUBuffer[];
   /** Bytes on the GPU (codes + scales). */
   readonly bytes: number;
@@ -38,12 +38,13 @@ export interface WeightFormat {
   readonly name: string;
   /** Allocates the GPU storage of a rows × cols weight. */
   create(rt: Runtime, rows: number, cols: number, label: string): WeightBuilder;
-  /** Linear layer kernel: entry points `gemv` and `gemm`; bindings 0 step, 1 x, 2 y, 3 bias, 4.. weight buffers. */
-  readonly linear: ShaderSource;
-  /** Embedding kernel: entry point `main`; bindings 0 step, 1 ids, 2 out, 3.. weight buffers. */
-  readonly embed: ShaderSource;
-  /** Whether the device can run this format (e.g. f16 needs `shader-f16`). */
-  supported(rt: Runtime): boolean;
+  /**
+   * The format's decoder (shaders/weight_<format>.wgsl): CPW, CV, w_chunk() and w_scale() over its
+   * buffers from binding WB. kernels/ prepends it to the matmul and embedding skeletons.
+   */
+  readonly decoder: ShaderSource;
+  /** What the stored bytes depend on (the quantizer's and decoder's code): part of the weight cache key. */
+  readonly cacheKey: string;
 }
 
 const registry = new Map<string, WeightFormat>();

@@ -42,7 +42,7 @@ export function submitDispatches(
 export interface ChunkGeometry {
   /** Group / block size along K (0 where unused). */
   group: number;
-  /** u32 code words per weight row. */
+  /** u32 code words per weight row, padded to a multiple of 4 (rows start on 16-byte boundaries: layout.ts). */
   rowWords: number;
   /** Groups / blocks per row. */
   groups: number;

@@ -2,10 +2,9 @@ import type { Runtime } from '../kernels/runtime.ts';
 import { NibbleError } from '../errors.ts';
 import { registerFormat, type GpuWeight, type WeightBuilder, type WeightFormat } from './format.ts';
 import { ChunkQuantizer, quantKernel } from './gpu-builder.ts';
+import { rowWords } from './layout.ts';
 import quantInt8 from '../../shaders/quant_int8.wgsl?raw';
 import weightInt8 from '../../shaders/weight_int8.wgsl?raw';
-import matmulDequant from '../../shaders/matmul_dequant.wgsl?raw';
-import embedDequant from '../../shaders/embed_dequant.wgsl?raw';
 
 const quantizer = quantKernel('quant_int8', quantInt8);
 
@@ -15,17 +14,17 @@ const quantizer = quantKernel('quant_int8', quantInt8);
  * the GPU as chunks stream in (shaders/quant_int8.wgsl). 8 + 32 / group bits per weight.
  */
 export function int8Format(name: string, group: number | 'row'): WeightFormat {
-  if (group !== 'row' && (!Number.isInteger(group) || group < 4 || group % 4 !== 0)) {
-    throw new NibbleError('bad-argument', `int8 group size must be a positive multiple of 4, got ${group}`);
+  // a 16-byte chunk of codes (16 weights, weight_int8.wgsl) must lie inside one group
+  if (group !== 'row' && (!Number.isInteger(group) || group < 16 || group % 16 !== 0)) {
+    throw new NibbleError('bad-argument', `int8 group size must be a positive multiple of 16, got ${group}`);
   }
   return {
     name,
-    linear: { name: 'matmul_int8', code: weightInt8 + '\n' + matmulDequant },
-    embed: { name: 'embed_int8', code: weightInt8 + '\n' + embedDequant },
-    supported: () => true,
+    decoder: { name: 'int8', code: weightInt8 },
+    cacheKey: quantizer.code + weightInt8,
     create(rt: Runtime, rows: number, cols: number, label: string): WeightBuilder {
       const G = group === 'row' ? cols : group;
-      const KW = Math.ceil(cols / 4);
+      const KW = rowWords(cols, 4); // rows padded to 16 bytes (zero words: buffers start zeroed)
       const NG = Math.ceil(cols / G);
       const codes = rt.buffer(rows * KW * 4, `${label}.codes`);
       const scales = rt.buffer(rows * NG * 4, `${label}.scales`);

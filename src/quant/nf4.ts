@@ -1,13 +1,12 @@
 import type { Runtime } from '../kernels/runtime.ts';
 import { registerFormat, type GpuWeight, type WeightBuilder, type WeightFormat } from './format.ts';
 import { bindAt, ChunkQuantizer, quantKernel, submitDispatches } from './gpu-builder.ts';
+import { rowWords } from './layout.ts';
 import quantNf4 from '../../shaders/quant_nf4.wgsl?raw';
 import quantNf4dq from '../../shaders/quant_nf4dq.wgsl?raw';
 import weightNf4 from '../../shaders/weight_nf4.wgsl?raw';
 import nf4Absmax from '../../shaders/weight_nf4_absmax.wgsl?raw';
 import nf4dqAbsmax from '../../shaders/weight_nf4dq_absmax.wgsl?raw';
-import matmulDequant from '../../shaders/matmul_dequant.wgsl?raw';
-import embedDequant from '../../shaders/embed_dequant.wgsl?raw';
 
 /**
  * NF4 (bitsandbytes / QLoRA): blocks of 64 consecutive weights along the input dimension, one f32
@@ -25,16 +24,15 @@ const firstPass = quantKernel('quant_nf4', quantNf4);
 const secondPass = quantKernel('quant_nf4dq', quantNf4dq);
 
 function geometry(cols: number) {
-  const KW = Math.ceil(cols / 8);
+  const KW = rowWords(cols, 8); // rows padded to 16 bytes; the quantizer writes the padding (code 7)
   const NB = Math.ceil(cols / BLOCK);
   return { KW, NB, geo: { group: BLOCK, rowWords: KW, groups: NB, units: NB } };
 }
 
 export const nf4Format: WeightFormat = {
   name: 'nf4',
-  linear: { name: 'matmul_nf4', code: [weightNf4, nf4Absmax, matmulDequant].join('\n') },
-  embed: { name: 'embed_nf4', code: [weightNf4, nf4Absmax, embedDequant].join('\n') },
-  supported: () => true,
+  decoder: { name: 'nf4', code: weightNf4 + '\n' + nf4Absmax },
+  cacheKey: firstPass.code + weightNf4 + nf4Absmax,
   create(rt: Runtime, rows: number, cols: number, label: string): WeightBuilder {
     const { KW, NB, geo } = geometry(cols);
     const codes = rt.buffer(rows * KW * 4, `${label}.codes`);
@@ -76,9 +74,8 @@ export function dynamicMap(): Float32Array {
 
 export const nf4dqFormat: WeightFormat = {
   name: 'nf4-dq',
-  linear: { name: 'matmul_nf4dq', code: [weightNf4, nf4dqAbsmax, matmulDequant].join('\n') },
-  embed: { name: 'embed_nf4dq', code: [weightNf4, nf4dqAbsmax, embedDequant].join('\n') },
-  supported: () => true,
+  decoder: { name: 'nf4dq', code: weightNf4 + '\n' + nf4dqAbsmax },
+  cacheKey: firstPass.code + secondPass.code + weightNf4 + nf4dqAbsmax,
   create(rt: Runtime, rows: number, cols: number, label: string): WeightBuilder {
     const { KW, NB, geo } = geometry(cols);
     const nb = rows * NB;

@@ -5,14 +5,15 @@
  */
 import { createGpuContext, type GpuContext } from '../../src/gpu/context.ts';
 import { Runtime, type Op } from '../../src/kernels/runtime.ts';
-import { embedOp, linearOp, type LinearMode } from '../../src/kernels/linear.ts';
-import { attentionOp, ropeKvOp, ropeTable, rmsnormOp, swigluOp } from '../../src/kernels/ops.ts';
+import { chooseMatmulVariant, embedOp, linearOp, type LinearMode, type MatmulReduce } from '../../src/kernels/linear.ts';
+import { attentionOp, ropeKvOp, ropeTable, swigluOp } from '../../src/kernels/ops.ts';
 import { getFormat } from '../../src/quant/format.ts';
 import { argmaxRowsOp } from '../../src/kernels/sample.ts';
 import '../../src/quant/formats.ts';
 import { Engine, type LoadOptions } from '../../src/api/engine.ts';
 import { genApi } from './harness-gen.ts';
 import { loaderApi } from './harness-loader.ts';
+import { attnApi } from './harness-attn.ts';
 
 let ctxPromise: Promise<GpuContext> | null = null;
 async function rt(): Promise<Runtime> {
@@ -78,18 +79,10 @@ async function quantizeJob(r: Runtime, job: QuantJob) {
 const api = {
   ...genApi,
   ...loaderApi,
+  ...attnApi,
   async info() {
     const c = await (ctxPromise ??= createGpuContext());
     return { adapter: c.adapterInfo, features: c.features, maxBuffer: c.limits.maxBufferSize, maxBinding: c.limits.maxStorageBufferBindingSize };
-  },
-
-  async rmsnorm(a: { x: Arr; w: Arr; T: number; H: number; eps: number; last?: boolean; headRows?: number }) {
-    const r = await rt();
-    const x = r.upload(f32(a.x), 'x');
-    const out = r.buffer(a.T * a.H * 4, 'out');
-    const op = rmsnormOp(r, { x, out, weight: r.upload(f32(a.w), 'w'), H: a.H, eps: a.eps, last: a.last });
-    await runOps(r, [op], { T: a.T, headRows: a.headRows });
-    return readF32(r, out, (a.last ? a.headRows! : a.T) * a.H);
   },
 
   async linear(a: {
@@ -102,16 +95,31 @@ const api = {
     mode: LinearMode;
     bias?: Arr;
     y0?: Arr;
-    head?: boolean;
+    /** LM head mode: y holds the last `headRows` of the M rows. */
+    headRows?: number;
+    /** Fused RMSNorm of x (weight g, epsilon). */
+    norm?: { g: Arr; eps: number };
+    variant?: MatmulReduce;
   }) {
     const r = await rt();
     const w = weight(r, a.format, a.W, a.N, a.K);
     const x = r.upload(f32(a.x), 'x');
-    const y = r.buffer(a.M * a.N * 4, 'y');
+    const out = a.headRows ?? a.M;
+    const y = r.buffer(out * a.N * 4, 'y');
     if (a.y0) r.device.queue.writeBuffer(y, 0, f32(a.y0));
-    const op = linearOp(r, w, a.mode, { x, y, bias: a.bias ? r.upload(f32(a.bias), 'bias') : undefined, accumulate: !!a.y0, head: a.head }, 'linear');
-    await runOps(r, [op], a.head ? { T: 999, headRows: a.M } : { T: a.M });
-    return readF32(r, y, a.M * a.N);
+    const v = chooseMatmulVariant(r.ctx, a.variant ?? 'auto');
+    const args = {
+      x,
+      y,
+      bias: a.bias ? r.upload(f32(a.bias), 'bias') : undefined,
+      accumulate: !!a.y0,
+      head: a.headRows !== undefined,
+      norm: a.norm ? { weight: r.upload(f32(a.norm.g), 'g'), eps: a.norm.eps } : undefined,
+      rows: a.M,
+    };
+    const op = linearOp(r, w, a.mode, args, 'linear', v);
+    await runOps(r, [op], { T: a.M, headRows: out });
+    return readF32(r, y, out * a.N);
   },
 
   async embed(a: { format: string; table: Arr; V: number; H: number; ids: Arr }) {
@@ -191,6 +199,50 @@ const api = {
     const out = [];
     for (const job of a.jobs) out.push(await quantizeJob(r, job));
     return out;
+  },
+
+  /**
+   * Times the load-time quantization of a rows × cols weight of random `dtype` bytes (generated in
+   * the page): builder creation, write() in row chunks of ~chunkBytes, finish(), and the queue
+   * draining (onSubmittedWorkDone). Pipelines are compiled by a small warm-up build first. With
+   * `reps`, the build runs that many times: `ms` is the fastest, `all` every time.
+   */
+  async timeQuantize(a: { format: string; rows: number; cols: number; dtype?: 'F32' | 'BF16'; chunkBytes?: number; reps?: number }) {
+    const r = await rt();
+    const dtype = a.dtype ?? 'BF16';
+    const esize = dtype === 'F32' ? 4 : 2;
+    const f = getFormat(a.format)!;
+    const warm = f.create(r, 4, a.cols, 'warm');
+    warm.write(0, dtype, new Uint8Array(4 * a.cols * esize));
+    for (const b of warm.finish().buffers) b.destroy();
+    await r.device.queue.onSubmittedWorkDone();
+    const chunkRows = Math.max(1, Math.floor((a.chunkBytes ?? 16 << 20) / (a.cols * esize)));
+    // random values (a sum of 3 uniforms, |w| < 0.15) as bf16 (truncated f32 bits) or f32
+    const vals = new Float32Array(Math.min(chunkRows, a.rows) * a.cols);
+    let s = 12345;
+    const rand = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32 - 0.5) * 0.1;
+    for (let i = 0; i < vals.length; i++) vals[i] = rand() + rand() + rand();
+    const bits = new Uint32Array(vals.buffer);
+    const bytes = dtype === 'F32' ? new Uint8Array(vals.buffer) : new Uint8Array(new Uint16Array(bits.map((u) => u >>> 16)).buffer);
+    const all: number[] = [];
+    let weightBytes = 0;
+    for (let rep = 0; rep < (a.reps ?? 1); rep++) {
+      r.device.pushErrorScope('validation');
+      const t0 = performance.now();
+      const b = f.create(r, a.rows, a.cols, 'timed');
+      for (let r0 = 0; r0 < a.rows; r0 += chunkRows) {
+        const n = Math.min(chunkRows, a.rows - r0);
+        b.write(r0, dtype, bytes.subarray(0, n * a.cols * esize));
+      }
+      const w = b.finish();
+      await r.device.queue.onSubmittedWorkDone();
+      all.push(performance.now() - t0);
+      const err = await r.device.popErrorScope();
+      for (const buf of w.buffers) buf.destroy();
+      if (err) throw new Error(`GPU validation error: ${err.message}`);
+      weightBytes = w.bytes;
+    }
+    return { ms: Math.min(...all), all, bytes: weightBytes };
   },
 
   /** Perplexity of a text under a model (teacher forcing), with the load options (quantization). */

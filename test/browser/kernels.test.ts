@@ -22,61 +22,68 @@ describe('f32 kernels vs CPU reference', () => {
     expect(info.maxBuffer).toBeGreaterThan(0);
   });
 
-  for (const [T, H] of [
-    [1, 64],
-    [3, 173],
-    [5, 577],
-  ] as const) {
-    it(`rmsnorm T=${T} H=${H}`, async () => {
-      const x = ref.randn(T * H, 1 + T + H);
-      const w = ref.randn(H, 7 + H);
-      const got = await call('rmsnorm', { x: arr(x), w: arr(w), T, H, eps: 1e-5 });
-      expect(ref.maxAbsDiff(got, ref.rmsnorm(x, w, T, H, 1e-5))).toBeLessThan(1e-5);
-    });
-  }
-
-  it('rmsnorm of the last rows only (final norm before the head)', async () => {
-    const T = 6;
-    const H = 97;
-    const x = ref.randn(T * H, 3);
-    const w = ref.randn(H, 4);
-    const got = await call('rmsnorm', { x: arr(x), w: arr(w), T, H, eps: 1e-6, last: true, headRows: 2 });
-    const want = ref.rmsnorm(x, w, T, H, 1e-6).slice((T - 2) * H);
-    expect(ref.maxAbsDiff(got, want)).toBeLessThan(1e-5);
-  });
-
+  // K % 4 = 0 always (matmul rows are read as vec4); N and M odd, K not a multiple of the chunk
   const shapes: Array<[number, number, number]> = [
-    [1, 67, 45],
+    [1, 67, 44],
     [1, 131, 172],
     [1, 1001, 64],
-    [3, 130, 257],
+    [3, 130, 256],
+    [5, 77, 100],
     [8, 64, 64],
     [9, 150, 100],
-    [70, 131, 203],
+    [70, 131, 204],
   ];
+  const modeOf = (M: number) => (M === 1 ? 'decode' : M <= 8 ? 'verify' : 'prefill');
   for (const [M, N, K] of shapes) {
-    for (const mode of ['gemv', 'gemm'] as const) {
-      if (mode === 'gemv' && M > 1) continue;
-      it(`linear f32 ${mode} M=${M} N=${N} K=${K} (+bias, +residual)`, async () => {
-        const x = ref.randn(M * K, M * 1000 + K);
-        const W = ref.randn(N * K, N + K, 0.1);
-        const bias = ref.randn(N, 99);
-        const y0 = ref.randn(M * N, 98);
-        const plain = await call('linear', { format: 'f32', x: arr(x), W: arr(W), M, N, K, mode });
-        expect(ref.maxAbsDiff(plain, ref.matmul(x, W, M, N, K))).toBeLessThan(1e-4);
-        const fused = await call('linear', { format: 'f32', x: arr(x), W: arr(W), M, N, K, mode, bias: arr(bias), y0: arr(y0) });
-        expect(ref.maxAbsDiff(fused, ref.matmul(x, W, M, N, K, bias, y0))).toBeLessThan(1e-4);
+    const modes = M === 1 ? (['decode', 'verify', 'prefill'] as const) : M <= 8 ? (['verify', 'prefill'] as const) : (['prefill'] as const);
+    for (const mode of modes) {
+      for (const variant of ['row', 'subgroup', 'workgroup'] as const) {
+        it(`linear f32 ${mode} ${variant} M=${M} N=${N} K=${K} (+bias, +residual)`, async () => {
+          const x = ref.randn(M * K, M * 1000 + K);
+          const W = ref.randn(N * K, N + K, 0.1);
+          const bias = ref.randn(N, 99);
+          const y0 = ref.randn(M * N, 98);
+          const plain = await call('linear', { format: 'f32', x: arr(x), W: arr(W), M, N, K, mode, variant });
+          expect(ref.maxAbsDiff(plain, ref.matmul(x, W, M, N, K))).toBeLessThan(1e-4);
+          const fused = await call('linear', { format: 'f32', x: arr(x), W: arr(W), M, N, K, mode, variant, bias: arr(bias), y0: arr(y0) });
+          expect(ref.maxAbsDiff(fused, ref.matmul(x, W, M, N, K, bias, y0))).toBeLessThan(1e-4);
+        });
+      }
+    }
+  }
+
+  for (const [M, N, K] of [
+    [1, 45, 64],
+    [1, 67, 172],
+    [4, 33, 100],
+    [11, 50, 44],
+  ] as const) {
+    for (const variant of ['row', 'subgroup', 'workgroup'] as const) {
+      it(`linear with the RMSNorm fused (${modeOf(M)} ${variant} M=${M} N=${N} K=${K})`, async () => {
+        const x = ref.randn(M * K, 3 + K, 2);
+        const W = ref.randn(N * K, 6 + N, 0.1);
+        const g = ref.randn(K, 7);
+        const got = await call('linear', { format: 'f32', x: arr(x), W: arr(W), M, N, K, mode: modeOf(M), variant, norm: { g: arr(g), eps: 1e-5 } });
+        expect(ref.maxAbsDiff(got, ref.matmul(ref.rmsnorm(x, g, M, K, 1e-5), W, M, N, K))).toBeLessThan(1e-4);
       });
     }
   }
 
-  it('linear in head mode uses headRows rows', async () => {
-    const [M, N, K] = [2, 33, 20];
-    const x = ref.randn(M * K, 5);
-    const W = ref.randn(N * K, 6);
-    const got = await call('linear', { format: 'f32', x: arr(x), W: arr(W), M, N, K, mode: 'gemm', head: true });
-    expect(ref.maxAbsDiff(got, ref.matmul(x, W, M, N, K))).toBeLessThan(1e-4);
-  });
+  for (const [M, headRows] of [
+    [3, 1],
+    [6, 2],
+    [20, 11],
+  ] as const) {
+    it(`linear in head mode reads the last ${headRows} of ${M} rows (with the final norm)`, async () => {
+      const [N, K] = [33, 20];
+      const x = ref.randn(M * K, 5);
+      const W = ref.randn(N * K, 6);
+      const g = ref.randn(K, 8);
+      const got = await call('linear', { format: 'f32', x: arr(x), W: arr(W), M, N, K, mode: modeOf(headRows), headRows, norm: { g: arr(g), eps: 1e-6 } });
+      const want = ref.matmul(ref.rmsnorm(x, g, M, K, 1e-6), W, M, N, K).slice((M - headRows) * N);
+      expect(ref.maxAbsDiff(got, want)).toBeLessThan(1e-4);
+    });
+  }
 
   it('embedding lookup (f32 table, odd hidden size)', async () => {
     const V = 37;

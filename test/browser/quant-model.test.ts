@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { openHarness, type Caller } from './page.ts';
 import { modelsDir } from '../../src/node/paths.ts';
+import * as q from '../ref/quant.ts';
 
 /**
  * Quantized loads of stories260K (a real trained Llama: GQA 8:4, tied embeddings) end to end:
@@ -38,31 +39,15 @@ const WEIGHTS: Array<[number, number]> = [EMBED, ...Array.from({ length: 5 }, ()
 const PARAMS = WEIGHTS.reduce((a, [r, k]) => a + r * k, 0); // 259 328
 
 /**
- * GPU bytes of one weight. Blocks stay inside rows, so a row of K = 172 holds ceil(172/64) = 3
- * blocks (the last one 44 wide) and ceil(172/8) = 22 code words (4 padding codes): down_proj pays
- * a little more than K·bits. Where K is a multiple of 64 (every other weight here, and real
- * models) the formulas give exactly 8.5 (int8), 4.5 (nf4) and ≈4.127 (nf4-dq) bits per weight.
+ * GPU bytes of one weight, from its shape (test/ref/quant.ts's formatBytes). Every row of codes is
+ * padded to 16 bytes, and blocks stay inside rows, so a row of K = 172 holds ceil(172/64) = 3
+ * blocks (the last one 44 wide) and 4 · ceil(172/32) = 24 nf4 code words (20 padding codes),
+ * 4 · ceil(172/16) = 44 int8 words (4 padding bytes), 4 · ceil(172/8) = 88 f16 words (4 padding
+ * halves): down_proj pays a little more than K·bits. Where K is a multiple of 64 (every other
+ * weight here, and real models) the formulas give exactly 8.5 (int8), 4.5 (nf4), 16 (f16) and
+ * ≈4.127 (nf4-dq) bits per weight; f32 rows (K % 4 = 0 here) are not padded.
  */
-function weightBytes(format: string, rows: number, K: number): number {
-  const blocks = Math.ceil(K / 64);
-  switch (format) {
-    case 'f32':
-      return rows * K * 4;
-    case 'f16':
-      return rows * Math.ceil(K / 2) * 4;
-    case 'int8': // 4 codes per word + one f32 scale per group of 64
-      return rows * (Math.ceil(K / 4) + blocks) * 4;
-    case 'nf4': // 8 codes per word + one f32 absmax per block of 64
-      return rows * (Math.ceil(K / 8) + blocks) * 4;
-    case 'nf4-dq': {
-      // 8 codes per word + one byte per block + offset and one f32 per 256 blocks
-      const nb = rows * blocks;
-      return rows * Math.ceil(K / 8) * 4 + Math.ceil(nb / 4) * 4 + (1 + Math.ceil(nb / 256)) * 4;
-    }
-    default:
-      throw new Error(format);
-  }
-}
+const weightBytes = (format: string, rows: number, K: number) => q.formatBytes(format, rows, K);
 const bitsPerWeight = (format: (i: number) => string) => (WEIGHTS.reduce((a, [r, k], i) => a + weightBytes(format(i), r, k), 0) * 8) / PARAMS;
 
 type Result = Awaited<ReturnType<Caller>> & { perplexity: number; tokens: number; info: { bitsPerWeight: number; formats: Record<string, number>; loaderPeakHostBytes: number } };

@@ -4,15 +4,24 @@
  * kernels (which compute the same correctly rounded f32 operations) must match bit for bit.
  *
  * Layouts (row-major [rows = out, cols = K = in]; blocks never straddle rows, so a row of K
- * holds ceil(K / block) blocks, the last one partial; bitsandbytes flattens the tensor instead):
- *   int8   codes  u32[rows * ceil(K/4)]   byte k%4 of word k/4 = q (two's complement), pad q = 0
+ * holds ceil(K / block) blocks, the last one partial; bitsandbytes flattens the tensor instead).
+ * Every row of codes is padded to a multiple of 16 bytes: KW(v) = 4 · ceil(K / (4v)) u32 words
+ * for v weights per word, the padding decoding to 0.0 (scales / absmax are not padded):
+ *   int8   codes  u32[rows * KW(4)]       byte k%4 of word k/4 = q (two's complement), pad q = 0
  *          scales f32[rows * ceil(K/G)]   s = absmax / 127
- *   nf4    codes  u32[rows * ceil(K/8)]   bits 4(k%8).. of word k/8 = code (low nibble first), pad 7
+ *   nf4    codes  u32[rows * KW(8)]       bits 4(k%8).. of word k/8 = code (low nibble first), pad 7
  *          absmax f32[rows * ceil(K/64)]
  *   nf4-dq codes  as nf4
  *          qabs   u32[ceil(nb/4)]         byte i%4 of word i/4 = 8-bit code of absmax i (i = row*NB + b)
  *          stats  f32[1 + ceil(nb/256)]   [0] = offset (mean absmax), [1 + j] = absmax2 of group j
- *   f16    codes  u32[rows * ceil(K/2)]   half k%2 of word k/2 (low half = even k), pad 0
+ *   f16    codes  u32[rows * KW(2)]       half k%2 of word k/2 (low half = even k), pad 0
+ *   f32    W      f32[rows * KW(1)]       row-major, pad 0
+ *
+ * Normalising by a block scale d (nf4: absmax, int8: s, nf4-dq's second level: absmax2) is, like
+ * the GPU's (and bitsandbytes'), a multiplication by the reciprocal computed once per block:
+ * f(w * f(1 / d)); where d ∉ [2^-100, 2^100) it is the division f(w / d) (see quant_common.wgsl).
+ * An all-zero block, or a block holding inf / NaN, quantizes to codes of 0.0 (its scale: 0, or
+ * the inf / NaN; int8's s also when it rounds to 0).
  */
 
 const f = Math.fround;
@@ -156,50 +165,72 @@ export interface Quantized {
 }
 
 const words = (n: number) => new Uint32Array(n);
-const absmaxOf = (w: Float32Array, i0: number, i1: number) => {
+
+/** u32 words of one row of K weights stored v per word, padded to 16 bytes. */
+export const rowWords = (K: number, v: number) => Math.ceil(K / (4 * v)) * 4;
+
+/** Whether w / d is computed as w * (1 / d) (the reciprocal once per block): 2^-100 ≤ d < 2^100. */
+export const recipOk = (d: number) => d >= 2 ** -100 && d < 2 ** 100;
+/** The block's reciprocal (0 where unused). */
+const blockRecip = (d: number) => (recipOk(d) ? f(1 / d) : 0);
+/** w / d as the quantizers compute it. */
+const normBy = (w: number, d: number, inv: number) => (recipOk(d) ? f(w * inv) : f(w / d));
+/** A block scale that quantizes (not 0, not inf / NaN). */
+const live = (d: number) => d !== 0 && Number.isFinite(d);
+/**
+ * The bits of max |w| over w[i0..i1), like the GPU: a max over the |bits| of the f32 values (so a
+ * NaN keeps its payload, and wins over inf). JS numbers may not keep NaN bits, hence bits.
+ */
+const absmaxBits = (w: Float32Array, i0: number, i1: number) => {
+  const u = new Uint32Array(w.buffer, w.byteOffset, w.length);
   let a = 0;
-  for (let i = i0; i < i1; i++) a = Math.max(a, Math.abs(w[i]));
+  for (let i = i0; i < i1; i++) a = Math.max(a, (u[i] & 0x7fffffff) >>> 0);
   return a;
 };
 
-/** int8: symmetric absmax per group of G along K (G = K: per row). s = absmax/127, q = round(w/s). */
+/** int8: symmetric absmax per group of G along K (G = K: per row). s = absmax/127, q = round(w · (1/s)). */
 export function quantInt8(w: Float32Array, rows: number, K: number, G: number): Quantized {
-  const KW = Math.ceil(K / 4);
+  const KW = rowWords(K, 4);
   const NG = Math.ceil(K / G);
   const codes = words(rows * KW);
-  const scales = new Float32Array(rows * NG);
+  const scales = new Uint32Array(rows * NG); // bits (inf / NaN kept)
   const dequant = new Float32Array(rows * K);
   for (let n = 0; n < rows; n++)
     for (let g = 0; g < NG; g++) {
       const k0 = g * G;
       const k1 = Math.min(K, k0 + G);
-      const amax = absmaxOf(w, n * K + k0, n * K + k1);
-      const s = f(amax / 127);
-      scales[n * NG + g] = s;
+      const amaxBits = absmaxBits(w, n * K + k0, n * K + k1);
+      const amax = bitsF32(amaxBits);
+      const s = live(amax) ? f(amax / 127) : amax;
+      scales[n * NG + g] = live(amax) ? f32Bits(s) : amaxBits;
+      const inv = live(s) ? blockRecip(s) : 0;
       for (let k = k0; k < k1; k++) {
-        const q = s === 0 ? 0 : Math.max(-127, Math.min(127, roundHalfEven(f(w[n * K + k] / s))));
+        const q = live(s) ? Math.max(-127, Math.min(127, roundHalfEven(normBy(w[n * K + k], s, inv)))) : 0;
         codes[n * KW + (k >> 2)] |= (q & 0xff) << (8 * (k & 3));
         dequant[n * K + k] = f(q * s);
       }
     }
-  return { buffers: [codes, new Uint32Array(scales.buffer)], dequant };
+  return { buffers: [codes, scales], dequant };
 }
 
 /** NF4 codes and f32 absmax per block of 64 (the first pass of nf4 and nf4-dq). */
 function nf4Blocks(w: Float32Array, rows: number, K: number) {
-  const KW = Math.ceil(K / 8);
+  const KW = rowWords(K, 8);
   const NB = Math.ceil(K / 64);
   const codes = words(rows * KW);
   const absmax = new Float32Array(rows * NB);
+  const absmaxU = new Uint32Array(absmax.buffer); // written as bits (inf / NaN kept)
   for (let n = 0; n < rows; n++) {
     for (let k = 0; k < KW * 8; k++) if (k >= K) codes[n * KW + (k >> 3)] |= 7 << (4 * (k & 7)); // padding = 0.0
     for (let b = 0; b < NB; b++) {
       const k0 = b * 64;
       const k1 = Math.min(K, k0 + 64);
-      const amax = absmaxOf(w, n * K + k0, n * K + k1);
-      absmax[n * NB + b] = amax;
+      const amaxBits = absmaxBits(w, n * K + k0, n * K + k1);
+      const amax = bitsF32(amaxBits);
+      absmaxU[n * NB + b] = amaxBits;
+      const inv = live(amax) ? blockRecip(amax) : 0;
       for (let k = k0; k < k1; k++) {
-        const c = amax === 0 ? 7 : quantizeNF4(f(w[n * K + k] / amax));
+        const c = live(amax) ? quantizeNF4(normBy(w[n * K + k], amax, inv)) : 7;
         codes[n * KW + (k >> 3)] |= c << (4 * (k & 7));
       }
     }
@@ -208,7 +239,7 @@ function nf4Blocks(w: Float32Array, rows: number, K: number) {
 }
 
 function nf4Dequant(codes: Uint32Array, absmax: ArrayLike<number>, rows: number, K: number): Float32Array {
-  const KW = Math.ceil(K / 8);
+  const KW = rowWords(K, 8);
   const NB = Math.ceil(K / 64);
   const out = new Float32Array(rows * K);
   for (let n = 0; n < rows; n++)
@@ -256,8 +287,9 @@ export function quantNF4dq(w: Float32Array, rows: number, K: number): Quantized 
     let m = 0;
     for (let i = i0; i < i1; i++) m = Math.max(m, Math.abs(f(absmax[i] - offset)));
     stats[1 + j] = m;
+    const inv = live(m) ? blockRecip(m) : 0;
     for (let i = i0; i < i1; i++) {
-      const q = m === 0 ? 127 : quantizeDynamic(map, f(f(absmax[i] - offset) / m));
+      const q = live(m) ? quantizeDynamic(map, normBy(f(absmax[i] - offset), m, inv)) : 127;
       qabs[i >> 2] |= q << (8 * (i & 3));
       deq[i] = f(f(map[q] * m) + offset);
     }
@@ -270,16 +302,26 @@ export function quantNF4dq(w: Float32Array, rows: number, K: number): Quantized 
 }
 
 export function quantF16(w: Float32Array, rows: number, K: number): Quantized {
-  const KW = Math.ceil(K / 2);
+  const KW = rowWords(K, 2);
   const codes = words(rows * KW);
   const dequant = new Float32Array(rows * K);
+  const u = new Uint32Array(w.buffer, w.byteOffset, w.length); // a NaN's sign, which JS numbers may not keep
   for (let n = 0; n < rows; n++)
     for (let k = 0; k < K; k++) {
-      const h = f32ToF16Bits(w[n * K + k]);
+      const x = w[n * K + k];
+      const h = Number.isNaN(x) ? ((u[n * K + k] >>> 16) & 0x8000) | 0x7e00 : f32ToF16Bits(x);
       codes[n * KW + (k >> 1)] |= h << (16 * (k & 1));
       dequant[n * K + k] = f16BitsToF32(h);
     }
   return { buffers: [codes], dequant };
+}
+
+/** f32: the values, rows zero-padded to 16 bytes. */
+export function quantF32(w: Float32Array, rows: number, K: number): Quantized {
+  const KP = rowWords(K, 1);
+  const data = new Float32Array(rows * KP);
+  for (let n = 0; n < rows; n++) data.set(w.subarray(n * K, (n + 1) * K), n * KP);
+  return { buffers: [new Uint32Array(data.buffer)], dequant: w.slice(0, rows * K) };
 }
 
 /** The reference for a registered format name. */
@@ -299,14 +341,40 @@ export function quantize(format: string, w: Float32Array, rows: number, K: numbe
       return quantNF4dq(w, rows, K);
     case 'f16':
       return quantF16(w, rows, K);
+    case 'f32':
+      return quantF32(w, rows, K);
     default:
       throw new Error(`no CPU reference for format ${format}`);
   }
 }
 
-/** Bytes on the GPU (codes + scales), as the formats report. */
+/** Bytes of the reference's buffers (codes + scales) for a weight. */
 export function weightBytes(format: string, rows: number, K: number): number {
   return quantize(format, new Float32Array(rows * K), rows, K).buffers.reduce((a, b) => a + b.byteLength, 0);
+}
+
+/**
+ * Bytes on the GPU (codes + scales) that a weight's GpuWeight.bytes must report, from its shape:
+ * padded code rows (4 · ceil(K / (4v)) words, v weights per word) plus the scales. Where K is a
+ * multiple of 64 this is exactly 32 (f32), 16 (f16), 8.5 (int8), 4.5 (nf4) bits per weight and
+ * ≈4.13 for nf4-dq.
+ */
+export function formatBytes(format: string, rows: number, K: number): number {
+  const G = { int8: 64, 'int8-g32': 32, 'int8-g128': 128, 'int8-row': K }[format];
+  if (G !== undefined) return rows * (rowWords(K, 4) + Math.ceil(K / G)) * 4; // codes + one f32 scale per group
+  const nb = rows * Math.ceil(K / 64);
+  switch (format) {
+    case 'f32':
+      return rows * rowWords(K, 1) * 4;
+    case 'f16':
+      return rows * rowWords(K, 2) * 4;
+    case 'nf4': // codes + one f32 absmax per block of 64
+      return rows * rowWords(K, 8) * 4 + nb * 4;
+    case 'nf4-dq': // codes + one byte per block + the offset and one f32 per 256 blocks
+      return rows * rowWords(K, 8) * 4 + Math.ceil(nb / 4) * 4 + (1 + Math.ceil(nb / 256)) * 4;
+    default:
+      throw new Error(`no byte formula for format ${format}`);
+  }
 }
 
 /** Encodes f32 values as the raw little-endian bytes of a checkpoint dtype. */

@@ -1,0 +1,132 @@
+// matmul.wgsl — the one matmul skeleton: y = norm?(x) · Wᵀ (+ bias) (=|+=) for every weight format,
+// for decode (1 row), speculative verify (a few rows) and prefill (many rows).
+//
+// A format's decoder (weight_<format>.wgsl) supplies:
+//   const CPW: u32                        weights per 16-byte chunk of codes (f32 4, f16 8, int8 16, nf4 32)
+//   const CV: u32                         vec4s of weights per chunk (CPW / 4)
+//   alias WC                              one chunk of codes as loaded (vec4<u32>, or vec4<f32> for f32)
+//   fn w_load(n: u32, c: u32) -> WC       chunk c of row n: one 16-byte load
+//   fn w_quad(w: WC, j: u32) -> vec4<f32> weights 4j … 4j + 3 of a chunk, unscaled (j < CV, constant)
+//   fn w_scale(n: u32, c: u32) -> f32     the chunk's scale (its block's absmax, group scale, or 1)
+//   its buffers at bindings WB, WB + 1, …  (layouts in the decoder's header)
+// src/kernels/linear.ts prepends it with the variant's constants (MR, the lane reduction
+// `lane_sum` from lane_sum.wgsl) and the chunk helpers generated for CV (struct XC of CV vec4s of
+// activations or decoded weights; x_load, g_load, x_mask, x_sumsq, xc_mul, w_decode = all
+// w_quad(w, j) of a chunk, xc_dot), and emits each line that contains `$m` once per activation row m < MR. The hot
+// loop is then straight-line code on named registers: no private arrays, no dynamic indices, and
+// each chunk is decoded once for all MR rows.
+// Every row of codes is padded to whole 16-byte chunks (KC = ceil(K / CPW) chunks per row; the
+// padding decodes to 0.0) and a scale block never straddles a chunk, so one vector load of codes
+// and one scale serve CPW weights: the scale multiplies the chunk's partial dot product, once.
+//
+// Math:     y[m, n] (=|+=) s_m · Σ_k x[m, k] · g[k] · W[n, k] (+ bias[n])   m < M, n < N, k < K
+//           M = step.T, or step.headRows when HEAD (then x rows T - headRows … T - 1 are read);
+//           NORM fuses the RMSNorm before the matmul: g = the norm weight, s_m = 1 / sqrt(mean_k
+//           x[m, k]² + EPS) (else g = 1, s_m = 1); ACCUM adds into y (the residual stream).
+// Buffers:  step uniform Step { T, pos0, headRows, _ }; x f32[rows × K] (bound as vec4: K % 4 = 0);
+//           y f32[M × N]; bias f32[N] (read when HAS_BIAS); g f32[K] (vec4; read when NORM);
+//           the weight's buffers from binding WB = 5.
+// Shape:    workgroup 64 = 64 / LANES lane groups of LANES lanes. A lane group computes R = 4 rows
+//           n0 … n0 + 3 for MR activation rows m0 … m0 + MR - 1 (m0 = workgroup_id.y · MR). Lane l
+//           walks chunks l, l + LANES, … of its 4 weight rows (consecutive lanes read consecutive
+//           16-byte chunks: coalesced), decodes each chunk once in registers, and uses it for all
+//           MR activation rows; then `lane_sum` adds the LANES partial sums (subgroupShuffleXor, a
+//           workgroup-memory tree after the loop, or nothing when LANES = 1). No barrier, no bounds
+//           check in the hot loop: the last partial chunk (K % CPW ≠ 0) is done after it, masked.
+//           decode: MR = 1; verify: MR = rows of the pass; prefill: MR = 8 (and LANES = 1 on CPU
+//           adapters). Dispatch: (min(G, 65535), ceil(M / MR), ceil(G / 65535)),
+//           G = ceil(N / (4 · 64 / LANES)).
+
+struct Step { T: u32, pos0: u32, headRows: u32, pad: u32 }
+
+override K: u32;
+override N: u32;
+override LANES: u32 = 1u;
+override HAS_BIAS: bool = false;
+override ACCUM: bool = false;
+override HEAD: bool = false;
+override NORM: bool = false;
+override EPS: f32 = 1e-5;
+
+const WB = 5u;     // first binding of the weight's buffers
+const WG = 64u;    // invocations per workgroup
+const R = 4u;      // weight rows per lane group
+
+@group(0) @binding(0) var<uniform> step: Step;
+@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read> g4: array<vec4<f32>>;
+
+/** One activation row's share of chunk c: the 4 weight rows' partial dot products (scaled). */
+fn chunk_row(row: u32, c: u32, w0: XC, w1: XC, w2: XC, w3: XC, sc: vec4<f32>, g: XC, tail: bool,
+             acc: ptr<function, vec4<f32>>, ss: ptr<function, f32>) {
+  var xv = x_load(row * (K / 4u) + c * CV);
+  if (tail) { xv = x_mask(xv, c * CPW); }
+  if (NORM) {
+    *ss += x_sumsq(xv);
+    xv = xc_mul(xv, g);
+  }
+  *acc += vec4<f32>(xc_dot(w0, xv), xc_dot(w1, xv), xc_dot(w2, xv), xc_dot(w3, xv)) * sc;
+}
+
+fn store(m: u32, n: u32, acc: f32) {
+  var v = acc;
+  if (HAS_BIAS) { v += bias[n]; }
+  let i = m * N + n;
+  if (ACCUM) { v += y[i]; }
+  y[i] = v;
+}
+
+fn store_rows(m: u32, M: u32, n0: u32, acc: vec4<f32>, ss: f32) {
+  if (m >= M) { return; }
+  var v = acc;
+  if (NORM) { v *= inverseSqrt(ss / f32(K) + EPS); }
+  for (var r = 0u; r < R; r++) {
+    if (n0 + r < N) { store(m, n0 + r, v[r]); }
+  }
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+  var M = step.T;
+  var xr0 = 0u;
+  if (HEAD) {
+    M = step.headRows;
+    xr0 = step.T - step.headRows;
+  }
+  if (M == 0u) { return; } // (uniform) also keeps the step binding in the layout
+  let lane = tid % LANES;
+  let n0 = ((wid.x + wid.z * 65535u) * (WG / LANES) + tid / LANES) * R;
+  // rows past N decode row N - 1 (in bounds) and are not stored
+  let rr = min(vec4<u32>(n0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(N - 1u));
+  let m0 = wid.y * MR;
+  var acc$m = vec4<f32>(0.0);
+  var ss$m = 0.0;
+  let x$m = xr0 + min(m0 + $mu, M - 1u);
+  let KF = K / CPW; // whole chunks
+  for (var c = lane; c < KF; c += LANES) {
+    let w0 = w_decode(w_load(rr.x, c));
+    let w1 = w_decode(w_load(rr.y, c));
+    let w2 = w_decode(w_load(rr.z, c));
+    let w3 = w_decode(w_load(rr.w, c));
+    let sc = vec4<f32>(w_scale(rr.x, c), w_scale(rr.y, c), w_scale(rr.z, c), w_scale(rr.w, c));
+    var g: XC; // the norm weight's chunk, loaded once for all MR rows
+    if (NORM) { g = g_load(c * CV); }
+    chunk_row(x$m, c, w0, w1, w2, w3, sc, g, false, &acc$m, &ss$m);
+  }
+  if (KF * CPW < K && lane == KF % LANES) { // the last, partial chunk: x masked past K
+    let w0 = w_decode(w_load(rr.x, KF));
+    let w1 = w_decode(w_load(rr.y, KF));
+    let w2 = w_decode(w_load(rr.z, KF));
+    let w3 = w_decode(w_load(rr.w, KF));
+    let sc = vec4<f32>(w_scale(rr.x, KF), w_scale(rr.y, KF), w_scale(rr.z, KF), w_scale(rr.w, KF));
+    var g: XC; // the norm weight's chunk, loaded once for all MR rows
+    if (NORM) { g = g_load(KF * CV); }
+    chunk_row(x$m, KF, w0, w1, w2, w3, sc, g, true, &acc$m, &ss$m);
+  }
+  acc$m = lane_sum(acc$m, tid);
+  if (NORM) { ss$m = lane_sum(vec4<f32>(ss$m, 0.0, 0.0, 0.0), tid).x; }
+  if (lane != 0u) { return; }
+  store_rows(m0 + $mu, M, n0, acc$m, ss$m);
+}

@@ -1,0 +1,126 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openHarness, type Caller } from './page.ts';
+import { attnInputs, type AttnCase } from './harness-attn.ts';
+import * as ref from '../ref/cpu.ts';
+
+/**
+ * attention.wgsl (decode: attentionOp, prefill: attentionPrefillOp) against the CPU reference on
+ * odd shapes: GQA ratios 1–7, head_dim 4–256, caches up to 2,048 positions, prompt continuation
+ * over an existing cache (pos0 > 0), and every merge path (subgroups / workgroup memory, lane
+ * counts, head chunks with padding, query tiles). Positions past the causal range hold NaN.
+ */
+let call: Caller;
+let close: () => Promise<void>;
+let browser: Awaited<ReturnType<typeof openHarness>>['browser'];
+beforeAll(async () => {
+  ({ call, close, browser } = await openHarness());
+});
+afterAll(async () => close?.());
+
+/** The CPU reference for a case (k, v re-laid out as [P, NKV, D]). */
+function expected(c: AttnCase): Float32Array {
+  const { q, k: kc, v: vc } = attnInputs(c);
+  const P = c.pos0 + c.T;
+  const k = new Float32Array(P * c.NKV * c.D);
+  const v = new Float32Array(P * c.NKV * c.D);
+  for (let g = 0; g < c.NKV; g++)
+    for (let j = 0; j < P; j++) {
+      const src = (g * c.ctx + j) * c.D;
+      k.set(kc.subarray(src, src + c.D), (j * c.NKV + g) * c.D);
+      v.set(vc.subarray(src, src + c.D), (j * c.NKV + g) * c.D);
+    }
+  return ref.attention(q, k, v, c.T, c.pos0, c.NH, c.NKV, c.D);
+}
+
+async function check(c: AttnCase) {
+  const got = await call('attnRun', c);
+  const want = expected(c);
+  expect(got.length).toBe(want.length);
+  let scale = 1;
+  for (const x of want) scale = Math.max(scale, Math.abs(x));
+  const err = ref.maxAbsDiff(got, want) / scale;
+  expect(err, `max |Δ| / max |want| for ${JSON.stringify(c)}`).toBeLessThan(1e-5);
+}
+
+const name = (c: Partial<AttnCase>) =>
+  `NH=${c.NH} NKV=${c.NKV} D=${c.D} T=${c.T} pos0=${c.pos0}` + (c.prefill ? ' prefill' : '') + (c.tune ? ` ${JSON.stringify(c.tune)}` : '');
+
+describe('attention vs CPU reference', () => {
+  // ctx is fixed per shape so one pipeline serves every position
+  const shapes = [
+    { NH: 4, NKV: 4, D: 4 }, // MHA, one vec4 per head
+    { NH: 6, NKV: 3, D: 8 }, // GQA 2
+    { NH: 9, NKV: 3, D: 64 }, // GQA 3 (SmolLM2-135M)
+    { NH: 8, NKV: 2, D: 128 }, // GQA 4, head_dim 128 (head chunks)
+    { NH: 3, NKV: 1, D: 256 }, // GQA 3, the largest head_dim
+    { NH: 7, NKV: 1, D: 64 }, // GQA 7: the last head chunk is padded
+  ];
+  for (const s of shapes) {
+    it(`decode T=1 ${name(s)} at pos0 0, 1, 63, 64, 65, 1000, 2047`, async () => {
+      for (const pos0 of [0, 1, 63, 64, 65, 1000, 2047]) await check({ ...s, ctx: 2048, T: 1, pos0, seed: 10 + pos0, qStd: 2 });
+    });
+  }
+
+  const prompts = [
+    { NH: 9, NKV: 3, D: 64, T: 64, pos0: 65 },
+    { NH: 6, NKV: 3, D: 8, T: 33, pos0: 0 },
+    { NH: 4, NKV: 4, D: 4, T: 7, pos0: 1000 },
+    { NH: 8, NKV: 2, D: 128, T: 19, pos0: 63 },
+    { NH: 3, NKV: 1, D: 256, T: 5, pos0: 2043 }, // ends at the last cache position
+    { NH: 7, NKV: 1, D: 64, T: 10, pos0: 1 },
+    { NH: 32, NKV: 8, D: 64, T: 37, pos0: 700 }, // Llama-3.2-1B heads
+  ];
+  for (const p of prompts) {
+    it(`prompt continuation ${name(p)} (prefill and decode kernels)`, async () => {
+      await check({ ...p, ctx: 2048, seed: 7, qStd: 2, prefill: true });
+      await check({ ...p, ctx: 2048, seed: 7, qStd: 2 });
+    });
+  }
+
+  // every merge / split path, whatever the adapter picks by default
+  const tunes = [
+    { subgroups: false }, // workgroup-memory merge
+    { wg: 64, subgroups: false },
+    { wg: 32, subgroups: false, heads: 2 }, // G = 3 in chunks of 2: one padded row
+    { heads: 1 },
+    { tq: 3 },
+    { tq: 5, heads: 2, subgroups: false },
+  ];
+  for (const tune of tunes) {
+    it(`merge/split variant ${JSON.stringify(tune)}`, async () => {
+      const base = { NH: 9, NKV: 3, D: 64, ctx: 300, seed: 5, qStd: 2, tune };
+      await check({ ...base, T: 1, pos0: 0 });
+      await check({ ...base, T: 1, pos0: 299 });
+      await check({ ...base, T: 1, pos0: 130 });
+      await check({ ...base, T: 13, pos0: 70, prefill: true });
+      await check({ ...base, NH: 4, NKV: 2, D: 36, T: 6, pos0: 3 });
+    });
+  }
+
+  it('refuses head_dim that is not a multiple of 4 or above 256, and NH not a multiple of NKV', async () => {
+    for (const s of [
+      { NH: 4, NKV: 2, D: 6 },
+      { NH: 4, NKV: 2, D: 260 },
+      { NH: 5, NKV: 2, D: 64 },
+    ]) {
+      const e = await call('attnError', s);
+      expect(e?.code).toBe('unsupported-architecture');
+      expect(e?.message).toMatch(/head_dim|num_key_value_heads/);
+    }
+  });
+});
+
+/** CPU seconds used so far by the browser's GPU process (SwiftShader runs there). */
+async function gpuCpu(): Promise<number> {
+  const s = await browser.target().createCDPSession();
+  const info = (await s.send('SystemInfo.getProcessInfo')) as { processInfo: Array<{ type: string; cpuTime: number }> };
+  await s.detach();
+  return info.processInfo.filter((p) => p.type.toLowerCase().includes('gpu')).reduce((a, p) => a + p.cpuTime, 0);
+}
+
+describe.runIf(process.env.NIBBLE_ATTN_EXP)('attention experiment', () => {
+  it('runs', async () => {
+    const mod = await import(process.env.NIBBLE_ATTN_EXP!);
+    await mod.default(call, gpuCpu);
+  });
+});

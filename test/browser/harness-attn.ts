@@ -1,0 +1,159 @@
+/**
+ * Harness functions of the attention tests (test/browser/attention.test.ts), spread into the
+ * harness page's API by harness.ts. Inputs are generated here from seeds with the same generator
+ * the Node side uses (test/ref/cpu.ts), so multi-megabyte caches never cross the page boundary.
+ */
+import { createGpuContext, type GpuContext } from '../../src/gpu/context.ts';
+import { Runtime, type Op } from '../../src/kernels/runtime.ts';
+import { attentionOp, attentionPrefillOp, type AttnTuning } from '../../src/kernels/ops.ts';
+import { randn } from '../ref/cpu.ts';
+
+let ctxPromise: Promise<GpuContext> | null = null;
+let runtime: Runtime | null = null;
+async function rt(): Promise<Runtime> {
+  ctxPromise ??= createGpuContext();
+  runtime ??= new Runtime(await ctxPromise);
+  return runtime;
+}
+
+export interface AttnCase {
+  NH: number;
+  NKV: number;
+  D: number;
+  /** cache length (positions) */
+  ctx: number;
+  T: number;
+  pos0: number;
+  /** seed of q ([T, NH, D], std qStd); k and v use seed + 1 and seed + 2 */
+  seed: number;
+  qStd?: number;
+  /** attentionPrefillOp instead of attentionOp */
+  prefill?: boolean;
+  tune?: AttnTuning;
+}
+
+/**
+ * The inputs of a case: q [T, NH, D] and the caches [NKV, ctx, D], positions ≥ pos0 + T filled
+ * with NaN (a kernel that reads past the causal range poisons its output).
+ */
+export function attnInputs(c: AttnCase): { q: Float32Array; k: Float32Array; v: Float32Array } {
+  const q = randn(c.T * c.NH * c.D, c.seed, c.qStd ?? 1);
+  const P = c.pos0 + c.T;
+  const k = new Float32Array(c.NKV * c.ctx * c.D).fill(NaN);
+  const v = new Float32Array(c.NKV * c.ctx * c.D).fill(NaN);
+  const kr = randn(c.NKV * P * c.D, c.seed + 1);
+  const vr = randn(c.NKV * P * c.D, c.seed + 2);
+  for (let g = 0; g < c.NKV; g++) {
+    k.set(kr.subarray(g * P * c.D, (g + 1) * P * c.D), g * c.ctx * c.D);
+    v.set(vr.subarray(g * P * c.D, (g + 1) * P * c.D), g * c.ctx * c.D);
+  }
+  return { q, k, v };
+}
+
+async function scoped<T>(r: Runtime, f: () => Promise<T>): Promise<T> {
+  r.device.pushErrorScope('validation');
+  const out = await f();
+  const err = await r.device.popErrorScope();
+  if (err) throw new Error(`GPU validation error: ${err.message}`);
+  return out;
+}
+
+function setup(r: Runtime, c: AttnCase) {
+  const { q, k, v } = attnInputs(c);
+  const bufs = {
+    q: r.upload(q, 'attn_q'),
+    k: r.upload(k, 'attn_k'),
+    v: r.upload(v, 'attn_v'),
+    out: r.buffer(c.T * c.NH * c.D * 4, 'attn_out'),
+  };
+  return { bufs, destroy: () => Object.values(bufs).forEach((b) => b.destroy()) };
+}
+
+function op(r: Runtime, c: AttnCase, b: ReturnType<typeof setup>['bufs']): Op {
+  const f = c.prefill ? attentionPrefillOp : attentionOp;
+  return f(r, { nHeads: c.NH, nKvHeads: c.NKV, headDim: c.D, ctx: c.ctx, ...b }, 'attention', c.tune);
+}
+
+export const attnApi = {
+  /** EXPERIMENT: times/runs arbitrary attention WGSL with the attention bindings. */
+  async attnCode(a: AttnCase & { code: string; entry: string; constants: Record<string, number>; grid: [number, number, number]; reps: number; rounds?: number; read?: boolean }) {
+    const r = await rt();
+    const s = setup(r, a);
+    try {
+      return await scoped(r, async () => {
+        const p = r.pipeline('x', a.code, a.entry, a.constants);
+        const o = r.op('x', p, [s.bufs.q, s.bufs.out, s.bufs.k, s.bufs.v], () => a.grid);
+        const shape = { T: a.T, pos0: a.pos0, headRows: 1 };
+        r.run([o], shape);
+        await r.device.queue.onSubmittedWorkDone();
+        const out = a.read ? Array.from(new Float32Array(await r.read(s.bufs.out, 0, a.T * a.NH * a.D * 4))) : [];
+        let best = Infinity;
+        for (let i = 0; i < (a.rounds ?? 2) && a.reps > 0; i++) {
+          const t0 = performance.now();
+          r.run(new Array<Op>(a.reps).fill(o), shape);
+          await r.device.queue.onSubmittedWorkDone();
+          best = Math.min(best, (performance.now() - t0) / a.reps);
+        }
+        return { ms: best, out };
+      });
+    } finally {
+      s.destroy();
+    }
+  },
+
+  /** Runs attention on one case; returns out [T, NH, D]. */
+  async attnRun(c: AttnCase) {
+    const r = await rt();
+    const s = setup(r, c);
+    try {
+      return await scoped(r, async () => {
+        r.run([op(r, c, s.bufs)], { T: c.T, pos0: c.pos0, headRows: 1 });
+        return Array.from(new Float32Array(await r.read(s.bufs.out, 0, c.T * c.NH * c.D * 4)));
+      });
+    } finally {
+      s.destroy();
+    }
+  },
+
+  /** Builds the op for a shape that must be refused; returns the error's code and message. */
+  async attnError(a: { NH: number; NKV: number; D: number }) {
+    const r = await rt();
+    const b = r.buffer(16, 'x');
+    try {
+      attentionOp(r, { nHeads: a.NH, nKvHeads: a.NKV, headDim: a.D, ctx: 8, q: b, out: b, k: b, v: b });
+      return null;
+    } catch (e) {
+      return { code: (e as { code?: string }).code ?? null, message: String((e as Error).message ?? e) };
+    } finally {
+      b.destroy();
+    }
+  },
+
+  /**
+   * Milliseconds per dispatch of the attention op on `c`: `reps` dispatches recorded in one
+   * compute pass, after a warm-up, timed to queue.onSubmittedWorkDone (best of `rounds`).
+   */
+  async attnBench(a: AttnCase & { reps: number; rounds?: number }) {
+    const r = await rt();
+    const s = setup(r, a);
+    try {
+      return await scoped(r, async () => {
+        const o = op(r, a, s.bufs);
+        const ops = new Array<Op>(a.reps).fill(o);
+        const shape = { T: a.T, pos0: a.pos0, headRows: 1 };
+        r.run([o], shape);
+        await r.device.queue.onSubmittedWorkDone();
+        let best = Infinity;
+        for (let i = 0; i < (a.rounds ?? 2); i++) {
+          const t0 = performance.now();
+          r.run(ops, shape);
+          await r.device.queue.onSubmittedWorkDone();
+          best = Math.min(best, (performance.now() - t0) / a.reps);
+        }
+        return { ms: best, grid: o.grid(shape) };
+      });
+    } finally {
+      s.destroy();
+    }
+  },
+};
