@@ -33,6 +33,8 @@ export interface BenchOptions {
   /** Prompt lengths of the prefill measurements (default [64, 512]; a length the context cannot hold gives null). */
   prefillLengths?: readonly number[];
   gpu?: GpuMode;
+  /** Force a matmul kernel variant (LoadOptions.matmul; default: chosen for the adapter). */
+  matmul?: 'auto' | 'subgroup' | 'workgroup' | 'row';
   contextLength?: number;
   hubEndpoint?: string;
   token?: string;
@@ -190,6 +192,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         hubEndpoint: o.hubEndpoint,
         token: o.token,
         cache: false, // the runtime's browser profile is temporary: a stored cache entry would be thrown away
+        ...(o.matmul ? { matmul: o.matmul } : {}),
         ...(draft ? { draft: { quant: draft.quant, tokens: draft.tokens } } : {}),
       };
       let info: EngineInfo;

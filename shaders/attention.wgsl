@@ -1,5 +1,5 @@
-// attention.wgsl — causal grouped-query attention of new queries over the KV cache, split over the
-// keys inside one workgroup (flash-decoding without a second dispatch), online softmax per lane.
+// attention.wgsl — causal grouped-query attention of new queries over the KV cache in one dispatch:
+// online softmax per lane, the keys (flash-decoding) or head_dim split over a workgroup's lanes.
 //
 // Math:     query t at position p = step.pos0 + t, head h, its KV head g = h / G (G = NH / NKV):
 //             s_j          = (q[t, h, :] · kc[g, j, :]) / sqrt(D)      for j ≤ p (causal), j < CTX
@@ -32,8 +32,10 @@
 //           puts them in memory on some compilers). `//#for r` … `//#end` repeats lines for every
 //           row r < ROWS ({t}, {h}: that row's query and head offset in the block); `//#for t`
 //           for every query t < TQ; `//#for d` for every vec4 d < DL of the lane's slice of head_dim
-//           (DL = D4 = D/4 in split-K, D4 / DS in split-D). `//#if FLAG` / `//#else` / `//#endif`
-//           select the mode. {D4} {DL} {R} {TQ} {ROWS} are numbers.
+//           (DL = D4 = D/4 in split-K, D4 / DS in split-D); `//#for c` for every merge chunk
+//           ({c0}: its first vec4, {CL}: its length ≤ MC), inside which `//#for d` covers the chunk
+//           and {e} = d − c0. `//#if FLAG` / `//#else` / `//#endif` select the mode.
+//           {D4} {DL} {MC} {R} {TQ} {ROWS} are numbers.
 //#if SUBGROUPS
 enable subgroups;
 //#endif
@@ -61,9 +63,10 @@ const ROWS = {ROWS}u;
 const NEG = -3.0e38;
 
 //#if MERGE_WG
+const MC = {MC}u;
 var<workgroup> wm: array<f32, WG * ROWS>;
 var<workgroup> wl: array<f32, WG * ROWS>;
-var<workgroup> wacc: array<vec4<f32>, WG * D4>;
+var<workgroup> wacc: array<vec4<f32>, WG * MC>;
 //#endif
 
 @compute @workgroup_size(WG)
@@ -164,21 +167,24 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let f{r} = exp(m{r} - M{r});
   wl[{r}u * WG + i] = l{r} * f{r};
   //#end
+  // the accumulators go through wacc in chunks of MC vec4 per lane
   //#for r
+  //#for c
   //#for d
-  wacc[i * D4 + {d}u] = a{r}_{d} * f{r};
+  wacc[i * MC + {e}u] = a{r}_{d} * f{r};
   //#end
   workgroupBarrier();
-  for (var d = i; d < D4; d += WG) {
+  for (var e = i; e < {CL}u; e += WG) {
     var o = vec4<f32>(0.0);
     var L = 0.0;
     for (var w = 0u; w < WG; w++) {
-      o += wacc[w * D4 + d];
+      o += wacc[w * MC + e];
       L += wl[{r}u * WG + w];
     }
-    if (tb + {t}u < step.T && h0 + {h}u < G) { out[qo{r} + d] = o / L; }
+    if (tb + {t}u < step.T && h0 + {h}u < G) { out[qo{r} + {c0}u + e] = o / L; }
   }
   workgroupBarrier();
+  //#end
   //#end
 //#endif
 }

@@ -26,29 +26,37 @@ export function ropeKvOp(
 
 /** Knobs of the attention kernels (defaults come from the adapter; tests force each path). */
 export interface AttnTuning {
-  /** Lanes per workgroup, i.e. the split of the keys (default: 4 on a CPU adapter, else ≤ 64). */
+  /** Split head_dim over the lanes of one subgroup instead of the keys (needs subgroups; default on CPU adapters; ignores wg). */
+  splitD?: boolean;
+  /** Split-K: lanes per workgroup (default: 4 on a CPU adapter, else ≤ 64). */
   wg?: number;
-  /** Query heads of one KV head per lane (default: all G of the group while rows · head_dim fit). */
+  /** Split-K: merge the lanes with subgroup operations (default: when available and wg ≤ the subgroup size). */
+  subgroups?: boolean;
+  /** Query heads of one KV head per workgroup (default: as many of the G as the register budget allows). */
   heads?: number;
   /** Queries per workgroup (default 1 for attentionOp, a tile for attentionPrefillOp). */
   tq?: number;
-  /** Merge the lanes with subgroup operations (default: when available and wg ≤ the subgroup size). */
-  subgroups?: boolean;
 }
 
 interface AttnPlan {
   D4: number;
-  /** heads per lane, head chunks per KV head, queries per workgroup, lanes */
+  /** vec4s of head_dim per lane (D4 / DS) */
+  DL: number;
+  /** vec4s per lane per step of the workgroup-memory merge */
+  MC: number;
+  /** heads per workgroup, head chunks per KV head, queries per workgroup, lanes */
   R: number;
   HC: number;
   TQ: number;
   WG: number;
-  SG: boolean;
+  mode: 'splitD' | 'mergeSG' | 'mergeWG';
 }
 
 /**
- * Shape of the attention kernel for a model. Every lane keeps ROWS = TQ · R rows of state
- * (q and the accumulator: 2 · head_dim floats each), so rows shrink as head_dim grows.
+ * Shape of the attention kernel for a model. Each lane holds ROWS = TQ · R rows of state (its
+ * q slice and accumulator: 2 · DL vec4 per row), unrolled in registers; ROWS · DL is bounded:
+ * on a CPU adapter SwiftShader's compile time grows quickly with it (≈ 0.4 s at 12, 2 s at 48–64,
+ * 17 s at 192 vec4), on a GPU the register file does.
  */
 function attnPlan(rt: Runtime, a: AttnShape, prefill: boolean, tune: AttnTuning = {}): AttnPlan {
   const { nHeads: NH, nKvHeads: NKV, headDim: D } = a;
@@ -61,37 +69,52 @@ function attnPlan(rt: Runtime, a: AttnShape, prefill: boolean, tune: AttnTuning 
   const G = NH / NKV;
   const D4 = D / 4;
   const cpu = rt.ctx.adapterInfo.cpuBacked;
-  // rows · head_dim per lane: on a CPU adapter the state lives in (spilled) registers either way
-  // and sharing each loaded k/v row over more rows wins; on a GPU keep it within registers
-  const budget = cpu ? 256 : 128;
-  const HC = Math.ceil(G / Math.max(1, Math.min(G, tune.heads ?? Math.floor(budget / D))));
+  const sg = rt.ctx.features.subgroups;
+  const DS = D4 % 4 === 0 ? 4 : D4 % 2 === 0 ? 2 : 1;
+  const splitD = tune.splitD ?? (cpu && sg && DS > 1);
+  if ((splitD || tune.subgroups) && !sg) throw new Error('attention: subgroups requested on a device without them');
+  if (splitD && DS === 1) throw new Error(`attention: split-D needs head_dim a multiple of 8 (${D})`);
+  const WG = splitD ? DS : (tune.wg ?? (cpu ? 4 : 64));
+  const DL = splitD ? D4 / DS : D4;
+  // unrolled vec4 state per lane (ROWS · DL): decode rows are the group's heads, prefill rows
+  // add a tile of queries
+  const budget = cpu ? 32 : 16;
+  const HC = Math.ceil(G / Math.max(1, Math.min(G, tune.heads ?? Math.floor(budget / DL))));
   const R = Math.ceil(G / HC);
-  const TQ = Math.max(1, tune.tq ?? (prefill ? Math.floor((cpu ? 768 : 128) / (R * D)) : 1));
-  const sgMin = rt.ctx.adapterInfo.subgroupMinSize ?? 4; // WebGPU subgroups are ≥ 4 lanes
-  let WG = tune.wg ?? (cpu ? 4 : 64);
-  const SG = tune.subgroups ?? (rt.ctx.features.subgroups && WG <= sgMin);
-  if (SG && !rt.ctx.features.subgroups) throw new Error('attention: subgroups requested on a device without them');
-  if (!SG) {
-    // workgroup memory of the merge: WG · D4 vec4 + 2 · WG · ROWS f32
-    const bytes = (wg: number) => wg * D4 * 16 + 2 * wg * TQ * R * 4;
-    while (WG > 1 && bytes(WG) > rt.ctx.limits.maxComputeWorkgroupStorageSize) WG >>= 1;
+  const TQ = Math.max(1, tune.tq ?? (prefill ? Math.min(8, Math.floor((cpu ? 64 : 16) / (R * DL))) : 1));
+  let mode: AttnPlan['mode'] = 'splitD';
+  let MC = DL;
+  if (!splitD) {
+    const sgMin = rt.ctx.adapterInfo.subgroupMinSize ?? 4; // WebGPU subgroups have ≥ 4 lanes
+    mode = (tune.subgroups ?? (sg && WG <= sgMin)) ? 'mergeSG' : 'mergeWG';
+    if (mode === 'mergeWG') {
+      // workgroup memory of the merge: 2 · WG · ROWS f32 + WG · MC vec4
+      const free = rt.ctx.limits.maxComputeWorkgroupStorageSize - 2 * WG * TQ * R * 4;
+      MC = Math.min(DL, Math.floor(free / (WG * 16)));
+      if (MC < 1) throw new Error(`attention: ${WG} lanes do not fit the workgroup memory`);
+    }
   }
-  return { D4, R, HC, TQ, WG, SG };
+  return { D4, DL, MC, R, HC, TQ, WG, mode };
 }
 
 const attnSources = new Map<string, string>();
 
 /**
  * Expands the attention.wgsl template for a plan: `//#if FLAG` / `//#else` / `//#endif` blocks,
- * `//#for r|t|d` … `//#end` repetitions and {r} {t} {h} {d} {D4} {R} {TQ} {ROWS} (in code, not in
- * comments). Exported for tests.
+ * `//#for r|t|d|c` … `//#end` repetitions, and {r} {t} {h} {d} {e} {c0} {CL} and the plan's
+ * numbers in code (not in comments).
  */
-export function attentionSource(p: { D4: number; R: number; TQ: number; SG: boolean }): string {
-  const key = JSON.stringify([p.D4, p.R, p.TQ, p.SG]);
+export function attentionSource(p: Pick<AttnPlan, 'D4' | 'DL' | 'MC' | 'R' | 'TQ' | 'mode'>): string {
+  const key = JSON.stringify([p.D4, p.DL, p.MC, p.R, p.TQ, p.mode]);
   const hit = attnSources.get(key);
   if (hit) return hit;
-  const consts: Record<string, number> = { D4: p.D4, R: p.R, TQ: p.TQ, ROWS: p.R * p.TQ };
-  const flags: Record<string, boolean> = { SUBGROUPS: p.SG };
+  const consts: Record<string, number> = { D4: p.D4, DL: p.DL, MC: p.MC, R: p.R, TQ: p.TQ, ROWS: p.R * p.TQ };
+  const flags: Record<string, boolean> = {
+    SUBGROUPS: p.mode !== 'mergeWG',
+    SPLITD: p.mode === 'splitD',
+    MERGE_SG: p.mode === 'mergeSG',
+    MERGE_WG: p.mode === 'mergeWG',
+  };
   const fail = (m: string): never => {
     throw new Error(`attention.wgsl template: ${m}`);
   };
@@ -118,7 +141,7 @@ export function attentionSource(p: { D4: number; R: number; TQ: number; SG: bool
   const sub = (line: string, env: Record<string, number>) => {
     const c = line.indexOf('//');
     const code = c < 0 ? line : line.slice(0, c);
-    const out = code.replace(/\{(r|t|h|d|D4|R|TQ|ROWS)\}/g, (_, k: string) => String(env[k] ?? consts[k] ?? fail(`{${k}} outside its #for`)));
+    const out = code.replace(/\{(r|t|h|d|e|c0|CL|D4|DL|MC|R|TQ|ROWS)\}/g, (_, k: string) => String(env[k] ?? consts[k] ?? fail(`{${k}} outside its #for`)));
     return c < 0 ? out : out + line.slice(c);
   };
   const expand = (lines: string[], env: Record<string, number>): string[] => {
@@ -141,8 +164,14 @@ export function attentionSource(p: { D4: number; R: number; TQ: number; SG: bool
       const body = lines.slice(i + 1, j);
       if (m[2] === 'r') rows.forEach((r, k) => out.push(...expand(body, { ...env, r: k, t: r.t, h: r.h })));
       else if (m[2] === 't') for (let t = 0; t < p.TQ; t++) out.push(...expand(body, { ...env, t }));
-      else if (m[2] === 'd') for (let d = 0; d < p.D4; d++) out.push(...expand(body, { ...env, d }));
-      else fail(`#for ${m[2]}`);
+      else if (m[2] === 'd') {
+        // the whole slice, or the current merge chunk
+        const d0 = env.c0 ?? 0;
+        const n = env.CL ?? p.DL;
+        for (let d = d0; d < d0 + n; d++) out.push(...expand(body, { ...env, d, e: d - d0 }));
+      } else if (m[2] === 'c') {
+        for (let c0 = 0; c0 < p.DL; c0 += p.MC) out.push(...expand(body, { ...env, c0, CL: Math.min(p.MC, p.DL - c0) }));
+      } else fail(`#for ${m[2]}`);
       i = j;
     }
     return out;
@@ -161,8 +190,9 @@ function attnOp(rt: Runtime, a: AttnShape & { q: GPUBuffer; out: GPUBuffer; k: G
 
 /**
  * Causal GQA attention of the pass's T queries (positions pos0..) over the cache: the decode
- * kernel (one query per workgroup, keys split over the lanes). Correct for any T; prompt passes
- * are faster with attentionPrefillOp.
+ * kernel, one query (and R heads of a KV head) per workgroup, the keys split over the lanes
+ * (split-D on CPU adapters). Correct for any T; prompt passes are faster with attentionPrefillOp.
+ * Throws NibbleError('unsupported-architecture') for head_dim not a multiple of 4 or above 256.
  */
 export function attentionOp(
   rt: Runtime,

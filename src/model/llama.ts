@@ -6,7 +6,7 @@ import { HostMemoryMeter } from '../loader/memory.ts';
 import { loadWeights, type LayerWeightSet, type LoadStats, type WeightLoadOptions } from '../loader/weights.ts';
 import type { Op, Runtime, StepShape } from '../kernels/runtime.ts';
 import { chooseMatmulVariant, embedOp, linearOp, MAX_VERIFY_ROWS, type LinearMode, type MatmulReduce, type MatmulVariant } from '../kernels/linear.ts';
-import { attentionOp, ropeKvOp, ropeTable, swigluOp } from '../kernels/ops.ts';
+import { attentionOp, attentionPrefillOp, ropeKvOp, ropeTable, swigluOp } from '../kernels/ops.ts';
 import { argmaxRowsOp } from '../kernels/sample.ts';
 import type { GpuWeight } from '../quant/format.ts';
 import type { QuantPlan } from '../quant/plan.ts';
@@ -118,7 +118,7 @@ export class LlamaModel {
         ops.push(
           lin(L.qkv, { x: h, y: qkv, bias: L.qkvBias ?? undefined, norm: { weight: L.inputNorm, eps } }, `${p}.qkv`),
           ropeKvOp(rt, { ...shape, qkv, q, k: L.k, v: L.v, cosSin: cs }, `${p}.rope_kv`),
-          attentionOp(rt, { ...shape, q, out: attn, k: L.k, v: L.v }, `${p}.attention`),
+          (mode === 'prefill' ? attentionPrefillOp : attentionOp)(rt, { ...shape, q, out: attn, k: L.k, v: L.v }, `${p}.attention`),
           lin(L.o, { x: attn, y: h, bias: L.oBias ?? undefined, accumulate: true }, `${p}.o`),
           lin(L.gateUp, { x: h, y: gu, norm: { weight: L.postNorm, eps } }, `${p}.gate_up`),
           swigluOp(rt, { gateUp: gu, out: act, I }, `${p}.swiglu`),

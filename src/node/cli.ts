@@ -23,7 +23,7 @@ Usage:
   nibble eval --model M --text-file F [--quant Q] [--json]
   nibble hub-serve --dir DIR [--port N] [--host H] [--latency-ms MS] [--cut-after BYTES] [--fail-rate P]
   nibble bench [--model M | --shape S] [--quant Q1,Q2,...] [--prompt-tokens N] [--new-tokens N] [--runs N]
-               [--draft-quant Q [--draft-tokens K]] [--profile] [--probe-mib N] [--json] [--out FILE]
+               [--draft-quant Q [--draft-tokens K]] [--matmul V] [--profile] [--probe-mib N] [--json] [--out FILE]
   nibble synth --shape S [--dtype bf16|f16|f32] [--out DIR] [--shards N] [--layers N] [--seed N]
 
 Model M: a local folder in Hugging Face layout, a URL of one, or a Hub id "org/name".
@@ -49,7 +49,8 @@ Bench (see bench/README.md): a roofline probe, then per format prefill of 64- an
   and decode of --new-tokens (32) after --prompt-tokens (64), medians of --runs (3), every prompt
   uncached. --shape S (default smollm2-135m) benches a synthetic model of that shape; --draft-quant Q
   adds a self-speculative row per format; --profile adds per-kernel GPU time (timestamp-query);
-  --json prints one JSON object per line; progress goes to stderr.
+  --json prints one JSON object per line; --matmul auto|subgroup|workgroup|row forces the matmul
+  kernel variant; progress goes to stderr.
 Synthetic shapes: smollm2-135m, smollm2-360m, llama-3.2-1b, qwen2.5-0.5b`;
 
 class UsageError extends Error {}
@@ -328,10 +329,14 @@ async function cmdBench(argv: string[]): Promise<void> {
       'draft-quant': { type: 'string' },
       'draft-tokens': { type: 'string' },
       'probe-mib': { type: 'string' },
+      matmul: { type: 'string' },
     },
   });
   if (v.help) return void console.log(USAGE);
   if (v.model !== undefined && v.shape !== undefined) throw new UsageError('--model and --shape are exclusive');
+  if (v.matmul !== undefined && !['auto', 'subgroup', 'workgroup', 'row'].includes(v.matmul)) {
+    throw new UsageError('--matmul must be auto, subgroup, workgroup or row');
+  }
   if (v['draft-tokens'] !== undefined && v['draft-quant'] === undefined) throw new UsageError('--draft-tokens needs --draft-quant');
   const quants = (v.quant ?? 'f32,f16,int8,nf4,nf4-dq')
     .split(',')
@@ -373,6 +378,7 @@ async function cmdBench(argv: string[]): Promise<void> {
     token: v.token ?? process.env.HF_TOKEN,
     draftQuant: v['draft-quant'],
     draftTokens,
+    matmul: v.matmul as 'auto' | 'subgroup' | 'workgroup' | 'row' | undefined,
     profile: !!v.profile,
     probeBytes: probeMiB === undefined ? undefined : probeMiB * 2 ** 20,
     progress: (s) => console.error(s),

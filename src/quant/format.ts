@@ -4,7 +4,7 @@ import type { DType } from '../loader/safetensors.ts';
 /**
  * A weight format is everything nibble needs to store a 2-D weight [rows = out, cols = in] on the
  * GPU and to run kernels on it: how to build it from the checkpoint's bytes as they stream in,
- * and which WGSL implements the fused linear (gemv/gemm) and the embedding lookup on it.
+ * and the WGSL decoder the matmul and embedding skeletons run on it (kernels/linear.ts).
  * The model graph never looks at the format; kernels/ picks the shader from here.
  */
 export interface GpuWeight {

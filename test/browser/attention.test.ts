@@ -1,13 +1,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openHarness, type Caller } from './page.ts';
 import { attnInputs, type AttnCase } from './harness-attn.ts';
+import type { AttnTuning } from '../../src/kernels/ops.ts';
 import * as ref from '../ref/cpu.ts';
 
 /**
  * attention.wgsl (decode: attentionOp, prefill: attentionPrefillOp) against the CPU reference on
  * odd shapes: GQA ratios 1–7, head_dim 4–256, caches up to 2,048 positions, prompt continuation
- * over an existing cache (pos0 > 0), and every merge path (subgroups / workgroup memory, lane
- * counts, head chunks with padding, query tiles). Positions past the causal range hold NaN.
+ * over an existing cache (pos0 > 0), and every way of splitting the work (split-D; split-K with the
+ * subgroup or the workgroup-memory merge, in one or several chunks; lane counts; head chunks with
+ * padding; query tiles). Cache positions past the causal range hold NaN.
  */
 let call: Caller;
 let close: () => Promise<void>;
@@ -43,7 +45,7 @@ async function check(c: AttnCase) {
 }
 
 const name = (c: Partial<AttnCase>) =>
-  `NH=${c.NH} NKV=${c.NKV} D=${c.D} T=${c.T} pos0=${c.pos0}` + (c.prefill ? ' prefill' : '') + (c.tune ? ` ${JSON.stringify(c.tune)}` : '');
+  `NH=${c.NH} NKV=${c.NKV} D=${c.D}` + (c.T ? ` T=${c.T} pos0=${c.pos0}` : "") + (c.prefill ? ' prefill' : '') + (c.tune ? ` ${JSON.stringify(c.tune)}` : '');
 
 describe('attention vs CPU reference', () => {
   // ctx is fixed per shape so one pipeline serves every position
@@ -77,23 +79,25 @@ describe('attention vs CPU reference', () => {
     });
   }
 
-  // every merge / split path, whatever the adapter picks by default
-  const tunes = [
-    { subgroups: false }, // workgroup-memory merge
-    { wg: 64, subgroups: false },
-    { wg: 32, subgroups: false, heads: 2 }, // G = 3 in chunks of 2: one padded row
-    { heads: 1 },
-    { tq: 3 },
-    { tq: 5, heads: 2, subgroups: false },
+  // every merge / split path, whatever the adapter picks by default (split-K is the GPU default
+  // and the path of devices without subgroups)
+  const base = { NH: 9, NKV: 3, D: 64, ctx: 300, seed: 5, qStd: 2 };
+  const decode = (pos0: number) => ({ ...base, T: 1, pos0 });
+  const prompt = { ...base, T: 13, pos0: 70, prefill: true };
+  const odd = { ...base, NH: 4, NKV: 2, D: 36, T: 6, pos0: 3 }; // head_dim 36: no split-D
+  const small = { ...base, NH: 6, NKV: 3, D: 8, T: 9, pos0: 40 }; // split-D over 2 lanes
+  const variants: Array<[AttnTuning, AttnCase[]]> = [
+    [{ splitD: false }, [decode(0), decode(130), decode(299), prompt, odd]], // subgroup merge
+    [{ splitD: false, subgroups: false }, [decode(0), decode(299), prompt, odd, small]], // workgroup-memory merge
+    [{ splitD: false, wg: 64, subgroups: false }, [decode(0), decode(299), prompt]], // the merge in 2 chunks of vec4s
+    [{ splitD: false, wg: 32, subgroups: false, heads: 2 }, [decode(130), prompt]], // G = 3 in chunks of 2: a padded row
+    [{ splitD: false, tq: 5, heads: 2, subgroups: false }, [prompt]],
+    [{ heads: 1 }, [decode(299), prompt]],
+    [{ heads: 2, tq: 3 }, [prompt, small]],
   ];
-  for (const tune of tunes) {
+  for (const [tune, cases] of variants) {
     it(`merge/split variant ${JSON.stringify(tune)}`, async () => {
-      const base = { NH: 9, NKV: 3, D: 64, ctx: 300, seed: 5, qStd: 2, tune };
-      await check({ ...base, T: 1, pos0: 0 });
-      await check({ ...base, T: 1, pos0: 299 });
-      await check({ ...base, T: 1, pos0: 130 });
-      await check({ ...base, T: 13, pos0: 70, prefill: true });
-      await check({ ...base, NH: 4, NKV: 2, D: 36, T: 6, pos0: 3 });
+      for (const c of cases) await check({ ...c, tune });
     });
   }
 
@@ -118,9 +122,42 @@ async function gpuCpu(): Promise<number> {
   return info.processInfo.filter((p) => p.type.toLowerCase().includes('gpu')).reduce((a, p) => a + p.cpuTime, 0);
 }
 
-describe.runIf(process.env.NIBBLE_ATTN_EXP)('attention experiment', () => {
-  it('runs', async () => {
-    const mod = await import(process.env.NIBBLE_ATTN_EXP!);
-    await mod.default(call, gpuCpu);
+/**
+ * Timing of one attention dispatch per layer (NIBBLE_ATTN_BENCH=1): wall time per dispatch over
+ * many dispatches in one pass, and the GPU process's CPU time per dispatch (on a software adapter
+ * that is the work done, whatever else the machine runs).
+ */
+describe.runIf(process.env.NIBBLE_ATTN_BENCH)('attention timing', () => {
+  it('decode and prefill, SmolLM2-135M and Llama-3.2-1B heads', async () => {
+    const lines: string[] = [];
+    const time = async (label: string, c: AttnCase) => {
+      await call('attnBench', { ...c, reps: 1, rounds: 1 }); // compile
+      const w = await call('attnBench', { ...c, reps: 1, rounds: 1 });
+      const n = Math.max(1, Math.min(200, Math.round(1500 / Math.max(w.ms, 0.05))));
+      let cpu = Infinity;
+      let wall = Infinity;
+      for (let i = 0; i < 2; i++) {
+        const a = await gpuCpu();
+        await call('attnBench', { ...c, reps: 1, rounds: 1 });
+        const b = await gpuCpu();
+        const r = await call('attnBench', { ...c, reps: n + 1, rounds: 1 });
+        const d = await gpuCpu();
+        cpu = Math.min(cpu, ((d - b - (b - a)) / n) * 1000);
+        wall = Math.min(wall, r.ms);
+      }
+      lines.push(`${label}: ${wall.toFixed(3)} ms wall, ${cpu.toFixed(3)} ms GPU-process CPU`);
+      console.log(lines.at(-1));
+    };
+    for (const [model, NH, NKV] of [
+      ['135M', 9, 3],
+      ['1B', 32, 8],
+    ] as const) {
+      for (const P of [64, 512, 2048]) await time(`${model} decode, ${P} positions`, { NH, NKV, D: 64, ctx: P, T: 1, pos0: P - 1, seed: 1 });
+      for (const T of [64, 512]) {
+        await time(`${model} prefill ${T} tokens (attentionPrefillOp)`, { NH, NKV, D: 64, ctx: T, T, pos0: 0, seed: 1, prefill: true });
+        await time(`${model} prefill ${T} tokens (attentionOp)`, { NH, NKV, D: 64, ctx: T, T, pos0: 0, seed: 1 });
+      }
+    }
+    console.log(lines.join('\n'));
   });
 });

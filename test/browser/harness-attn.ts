@@ -75,32 +75,6 @@ function op(r: Runtime, c: AttnCase, b: ReturnType<typeof setup>['bufs']): Op {
 }
 
 export const attnApi = {
-  /** EXPERIMENT: times/runs arbitrary attention WGSL with the attention bindings. */
-  async attnCode(a: AttnCase & { code: string; entry: string; constants: Record<string, number>; grid: [number, number, number]; reps: number; rounds?: number; read?: boolean }) {
-    const r = await rt();
-    const s = setup(r, a);
-    try {
-      return await scoped(r, async () => {
-        const p = r.pipeline('x', a.code, a.entry, a.constants);
-        const o = r.op('x', p, [s.bufs.q, s.bufs.out, s.bufs.k, s.bufs.v], () => a.grid);
-        const shape = { T: a.T, pos0: a.pos0, headRows: 1 };
-        r.run([o], shape);
-        await r.device.queue.onSubmittedWorkDone();
-        const out = a.read ? Array.from(new Float32Array(await r.read(s.bufs.out, 0, a.T * a.NH * a.D * 4))) : [];
-        let best = Infinity;
-        for (let i = 0; i < (a.rounds ?? 2) && a.reps > 0; i++) {
-          const t0 = performance.now();
-          r.run(new Array<Op>(a.reps).fill(o), shape);
-          await r.device.queue.onSubmittedWorkDone();
-          best = Math.min(best, (performance.now() - t0) / a.reps);
-        }
-        return { ms: best, out };
-      });
-    } finally {
-      s.destroy();
-    }
-  },
-
   /** Runs attention on one case; returns out [T, NH, D]. */
   async attnRun(c: AttnCase) {
     const r = await rt();
