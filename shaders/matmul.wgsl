@@ -31,8 +31,9 @@
 //           walks chunks l, l + LANES, … of its 4 weight rows (consecutive lanes read consecutive
 //           16-byte chunks: coalesced), decodes each chunk once in registers, and uses it for all
 //           MR activation rows; then `lane_sum` adds the LANES partial sums (subgroupShuffleXor, a
-//           workgroup-memory tree after the loop, or nothing when LANES = 1). No barrier, no bounds
-//           check in the hot loop: the last partial chunk (K % CPW ≠ 0) is done after it, masked.
+//           workgroup-memory tree after the loop, or nothing when LANES = 1). No barrier and no
+//           per-weight bounds check in the hot loop: only the last, partial chunk (K % CPW ≠ 0)
+//           masks its activations.
 //           decode: MR = 1; verify: MR = rows of the pass; prefill: MR = 8 (and LANES = 1 on CPU
 //           adapters). Dispatch: (min(G, 65535), ceil(M / MR), ceil(G / 65535)),
 //           G = ceil(N / (4 · 64 / LANES)).
@@ -104,8 +105,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var acc$m = vec4<f32>(0.0);
   var ss$m = 0.0;
   let x$m = xr0 + min(m0 + $mu, M - 1u);
-  let KF = K / CPW; // whole chunks
-  for (var c = lane; c < KF; c += LANES) {
+  let KF = K / CPW;               // whole chunks
+  let KC = (K + CPW - 1u) / CPW;  // chunks, the last one partial when K % CPW ≠ 0
+  for (var c = lane; c < KC; c += LANES) {
+    let tail = c == KF; // one compare per chunk; only the partial chunk masks its activations
     let w0 = w_decode(w_load(rr.x, c));
     let w1 = w_decode(w_load(rr.y, c));
     let w2 = w_decode(w_load(rr.z, c));
@@ -113,17 +116,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let sc = vec4<f32>(w_scale(rr.x, c), w_scale(rr.y, c), w_scale(rr.z, c), w_scale(rr.w, c));
     var g: XC; // the norm weight's chunk, loaded once for all MR rows
     if (NORM) { g = g_load(c * CV); }
-    chunk_row(x$m, c, w0, w1, w2, w3, sc, g, false, &acc$m, &ss$m);
-  }
-  if (KF * CPW < K && lane == KF % LANES) { // the last, partial chunk: x masked past K
-    let w0 = w_decode(w_load(rr.x, KF));
-    let w1 = w_decode(w_load(rr.y, KF));
-    let w2 = w_decode(w_load(rr.z, KF));
-    let w3 = w_decode(w_load(rr.w, KF));
-    let sc = vec4<f32>(w_scale(rr.x, KF), w_scale(rr.y, KF), w_scale(rr.z, KF), w_scale(rr.w, KF));
-    var g: XC; // the norm weight's chunk, loaded once for all MR rows
-    if (NORM) { g = g_load(KF * CV); }
-    chunk_row(x$m, KF, w0, w1, w2, w3, sc, g, true, &acc$m, &ss$m);
+    chunk_row(x$m, c, w0, w1, w2, w3, sc, g, tail, &acc$m, &ss$m);
   }
   acc$m = lane_sum(acc$m, tid);
   if (NORM) { ss$m = lane_sum(vec4<f32>(ss$m, 0.0, 0.0, 0.0), tid).x; }

@@ -3,18 +3,11 @@
  * harness page's API by harness.ts. Inputs are generated here from seeds with the same generator
  * the Node side uses (test/ref/cpu.ts), so multi-megabyte caches never cross the page boundary.
  */
-import { createGpuContext, type GpuContext } from '../../src/gpu/context.ts';
-import { Runtime, type Op } from '../../src/kernels/runtime.ts';
+import type { Op, Runtime } from '../../src/kernels/runtime.ts';
+import { rt } from './harness-gen.ts';
 import { attentionOp, attentionPrefillOp, type AttnTuning } from '../../src/kernels/ops.ts';
 import { randn } from '../ref/cpu.ts';
 
-let ctxPromise: Promise<GpuContext> | null = null;
-let runtime: Runtime | null = null;
-async function rt(): Promise<Runtime> {
-  ctxPromise ??= createGpuContext();
-  runtime ??= new Runtime(await ctxPromise);
-  return runtime;
-}
 
 export interface AttnCase {
   NH: number;

@@ -15,7 +15,8 @@ import type { ChatCompletionRequest, CompletionRequest } from '../../src/api/ope
 
 let ctxPromise: Promise<GpuContext> | null = null;
 let runtime: Runtime | null = null;
-async function rt(): Promise<Runtime> {
+/** The page's shared Runtime (one device) for harness functions that build ops themselves. */
+export async function rt(): Promise<Runtime> {
   ctxPromise ??= createGpuContext();
   runtime ??= new Runtime(await ctxPromise);
   return runtime;
