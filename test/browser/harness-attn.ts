@@ -4,7 +4,7 @@
  * the Node side uses (test/ref/cpu.ts), so multi-megabyte caches never cross the page boundary.
  */
 import type { Op, Runtime } from '../../src/kernels/runtime.ts';
-import { rt } from './harness-gen.ts';
+import { rt, scoped } from './harness-gen.ts';
 import { attentionOp, attentionPrefillOp, type AttnTuning } from '../../src/kernels/ops.ts';
 import { randn } from '../ref/cpu.ts';
 
@@ -41,14 +41,6 @@ export function attnInputs(c: AttnCase): { q: Float32Array; k: Float32Array; v: 
     v.set(vr.subarray(g * P * c.D, (g + 1) * P * c.D), g * c.ctx * c.D);
   }
   return { q, k, v };
-}
-
-async function scoped<T>(r: Runtime, f: () => Promise<T>): Promise<T> {
-  r.device.pushErrorScope('validation');
-  const out = await f();
-  const err = await r.device.popErrorScope();
-  if (err) throw new Error(`GPU validation error: ${err.message}`);
-  return out;
 }
 
 function setup(r: Runtime, c: AttnCase) {

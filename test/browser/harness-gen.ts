@@ -22,7 +22,8 @@ export async function rt(): Promise<Runtime> {
   return runtime;
 }
 
-async function scoped<T>(r: Runtime, f: () => Promise<T>): Promise<T> {
+/** Runs f inside a validation error scope: a GPU validation error becomes an exception. */
+export async function scoped<T>(r: Runtime, f: () => Promise<T>): Promise<T> {
   r.device.pushErrorScope('validation');
   const out = await f();
   const err = await r.device.popErrorScope();
