@@ -72,8 +72,8 @@ function attnPlan(rt: Runtime, a: AttnShape, prefill: boolean, tune: AttnTuning 
   const sg = rt.ctx.features.subgroups;
   const DS = D4 % 4 === 0 ? 4 : D4 % 2 === 0 ? 2 : 1;
   const splitD = tune.splitD ?? (cpu && sg && DS > 1);
-  if ((splitD || tune.subgroups) && !sg) throw new Error('attention: subgroups requested on a device without them');
-  if (splitD && DS === 1) throw new Error(`attention: split-D needs head_dim a multiple of 8 (${D})`);
+  if ((splitD || tune.subgroups) && !sg) throw new NibbleError('bad-argument', 'attention: subgroups requested on a device without them');
+  if (splitD && DS === 1) throw new NibbleError('bad-argument', `attention: split-D needs head_dim a multiple of 8 (${D})`);
   const WG = splitD ? DS : (tune.wg ?? (cpu ? 4 : 64));
   const DL = splitD ? D4 / DS : D4;
   // unrolled vec4 state per lane (ROWS · DL): decode rows are the group's heads, prefill rows
@@ -91,7 +91,7 @@ function attnPlan(rt: Runtime, a: AttnShape, prefill: boolean, tune: AttnTuning 
       // workgroup memory of the merge: 2 · WG · ROWS f32 + WG · MC vec4
       const free = rt.ctx.limits.maxComputeWorkgroupStorageSize - 2 * WG * TQ * R * 4;
       MC = Math.min(DL, Math.floor(free / (WG * 16)));
-      if (MC < 1) throw new Error(`attention: ${WG} lanes do not fit the workgroup memory`);
+      if (MC < 1) throw new NibbleError('gpu-limit', `attention: ${WG} lanes do not fit the workgroup memory (${rt.ctx.limits.maxComputeWorkgroupStorageSize} bytes)`);
     }
   }
   return { D4, DL, MC, R, HC, TQ, WG, mode };
@@ -116,7 +116,7 @@ export function attentionSource(p: Pick<AttnPlan, 'D4' | 'DL' | 'MC' | 'R' | 'TQ
     MERGE_WG: p.mode === 'mergeWG',
   };
   const fail = (m: string): never => {
-    throw new Error(`attention.wgsl template: ${m}`);
+    throw new NibbleError('gpu-error', `attention.wgsl template: ${m}`);
   };
   // conditionals
   const kept: string[] = [];

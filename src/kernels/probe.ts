@@ -1,5 +1,6 @@
 import probeSrc from '../../shaders/probe.wgsl?raw';
 import type { Op, PassProfiler, StepShape } from './runtime.ts';
+import { NibbleError } from '../errors.ts';
 
 /**
  * The roofline probe: the streaming-read bandwidth this device reaches on a large f32 buffer, the
@@ -171,7 +172,7 @@ export async function measureRoofline(device: GPUDevice, opts: RooflineOptions =
     }
     popped = true;
     const err = await device.popErrorScope();
-    if (err) throw new Error(`roofline probe: ${err.message}`);
+    if (err) throw new NibbleError('gpu-error', `roofline probe: ${err.message}`);
     return { gbps: Math.max(...variants.map((v) => v.gbps)), bytes, timer: querySet ? 'timestamp-query' : 'queue', variants };
   } finally {
     if (!popped) await device.popErrorScope().catch(() => null);
@@ -227,7 +228,7 @@ export class OpProfiler implements PassProfiler {
   private current: { ops: Array<{ label: string; shader: string; q: number }>; complete: boolean } | null = null;
 
   constructor(device: GPUDevice, opts: { filter?: (s: StepShape) => boolean; maxQueries?: number } = {}) {
-    if (!device.features.has('timestamp-query')) throw new Error('the device has no timestamp-query feature');
+    if (!device.features.has('timestamp-query')) throw new NibbleError('bad-argument', 'the device has no timestamp-query feature');
     this.device = device;
     this.filter = opts.filter ?? ((s) => s.T === 1);
     this.maxQueries = Math.max(2, Math.floor((opts.maxQueries ?? 8 * QUERIES_PER_SET) / 2) * 2);

@@ -39,7 +39,7 @@ export interface WeightFormat {
   /** Allocates the GPU storage of a rows × cols weight. */
   create(rt: Runtime, rows: number, cols: number, label: string): WeightBuilder;
   /**
-   * The format's decoder (shaders/weight_<format>.wgsl): CPW, CV, w_chunk() and w_scale() over its
+   * The format's decoder (shaders/weight_<format>.wgsl): CPW, CV, WC, w_load(), w_quad() and w_scale() over its
    * buffers from binding WB. kernels/ prepends it to the matmul and embedding skeletons.
    */
   readonly decoder: ShaderSource;
