@@ -1,3 +1,4 @@
+import type { FormatName } from '../src/quant/plan.ts';
 import { RuntimeHost, type HostEvent } from '../src/node/host.ts';
 import type { GpuMode } from '../src/node/browser.ts';
 import type { EngineInfo, GenerateResult, LoadOptions } from '../src/api/engine.ts';
@@ -25,7 +26,7 @@ export interface BenchOptions {
   model: string;
   /** The name rows carry (default `model`). */
   label?: string;
-  quants: string[];
+  quants: FormatName[];
   /** Prompt length before decoding (default 64). */
   promptTokens: number;
   newTokens: number;
@@ -39,7 +40,7 @@ export interface BenchOptions {
   hubEndpoint?: string;
   token?: string;
   /** Add a speculative row per format: the same checkpoint as a draft in this format. */
-  draftQuant?: string;
+  draftQuant?: FormatName;
   /** Draft tokens per round (default 4). */
   draftTokens?: number;
   /** Per-kernel GPU time of decode steps (timestamp-query) for each plain row. */
@@ -105,6 +106,8 @@ export interface BenchProfile {
   model: string;
   format: string;
   adapter: string;
+  /** The draft's format when the profiled decoding was speculative (then a step is one pass). */
+  draft?: string;
   available: boolean;
   /** Why there is no profile (available false). */
   reason?: string;
@@ -172,7 +175,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     emit(probe);
 
     /** Loads one (format, draft) configuration and measures it. */
-    const measure = async (quant: string, draft: { quant: string; tokens: number } | null): Promise<BenchRow> => {
+    const measure = async (quant: FormatName, draft: { quant: FormatName; tokens: number } | null): Promise<BenchRow> => {
       const tag = `${label} ${quant}${draft ? ` +draft ${draft.quant}×${draft.tokens}` : ''}`;
       say(`bench: ${tag}: loading`);
       let last = 0;
@@ -289,15 +292,16 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         `bench: ${tag}: decode ${decodeTps.toFixed(2)} tok/s (${decodeGBps.toFixed(2)} GB/s, ${row.rooflinePercent.toFixed(0)}% of roofline), prefill ${fmt(row.prefill64TokensPerSecond, 1)} / ${fmt(row.prefill512TokensPerSecond, 1)} tok/s`,
       );
 
-      if (o.profile && !draft) {
-        say(`bench: ${tag}: profile (${o.newTokens} decode steps, one timed pass per op)`);
-        const pr = await host.run<ProfileJobResult>({ kind: 'profile', promptIds: uncachedPrompt(promptNo++, o.promptTokens, cfg.vocabSize), maxNewTokens: o.newTokens });
+      if (o.profile) {
+        say(`bench: ${tag}: profile (${o.newTokens} decode steps, one timed pass per op${draft ? '; speculative: per pass, draft and verify' : ''})`);
+        const pr = await host.run<ProfileJobResult>({ kind: 'profile', promptIds: uncachedPrompt(promptNo++, o.promptTokens, cfg.vocabSize), maxNewTokens: o.newTokens, speculative: draft !== null });
         const prof: BenchProfile = pr.available
           ? {
               type: 'profile',
               model: label,
               format: quant,
               adapter: info.adapter.summary,
+              ...(draft ? { draft: draft.quant } : {}),
               available: true,
               steps: pr.steps,
               gpuMsPerStep: pr.gpuMsPerStep,

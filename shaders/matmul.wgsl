@@ -12,9 +12,11 @@
 // src/kernels/linear.ts prepends it with the variant's constants (MR, the lane reduction
 // `lane_sum` from lane_sum.wgsl) and the chunk helpers generated for CV (struct XC of CV vec4s of
 // activations or decoded weights; x_load, g_load, x_mask, x_sumsq, xc_mul, w_decode = all
-// w_quad(w, j) of a chunk, xc_dot), and emits each line that contains `$m` once per activation row m < MR. The hot
-// loop is then straight-line code on named registers: no private arrays, no dynamic indices, and
-// each chunk is decoded once for all MR rows.
+// w_quad(w, j) of a chunk, xc_dot), and emits each line that contains `$q` once per quad of weight
+// rows q < RQ, then each line that contains `$m` once per activation row m < MR. The hot loop is
+// then straight-line code on named registers: no private arrays, no dynamic indices, each weight
+// chunk decoded once for all MR activation rows and each activation chunk loaded once for all R
+// weight rows.
 // Every row of codes is padded to whole 16-byte chunks (KC = ceil(K / CPW) chunks per row; the
 // padding decodes to 0.0) and a scale block never straddles a chunk, so one vector load of codes
 // and one scale serve CPW weights: the scale multiplies the chunk's partial dot product, once.
@@ -26,17 +28,22 @@
 // Buffers:  step uniform Step { T, pos0, headRows, _ }; x f32[rows × K] (bound as vec4: K % 4 = 0);
 //           y f32[M × N]; bias f32[N] (read when HAS_BIAS); g f32[K] (vec4; read when NORM);
 //           the weight's buffers from binding WB = 5.
-// Shape:    workgroup 64 = 64 / LANES lane groups of LANES lanes. A lane group computes R = 4 rows
-//           n0 … n0 + 3 for MR activation rows m0 … m0 + MR - 1 (m0 = workgroup_id.y · MR). Lane l
-//           walks chunks l, l + LANES, … of its 4 weight rows (consecutive lanes read consecutive
+// Shape:    workgroup 64 = 64 / LANES lane groups of LANES lanes. A lane group computes R = 4 · RQ
+//           rows n0 … n0 + R - 1 for MR activation rows m0 … m0 + MR - 1 (m0 = workgroup_id.y · MR);
+//           RQ = 2 in prefill on CPU adapters for formats of ≤ 16 weights per chunk, else 1. Lane l
+//           walks chunks l, l + LANES, … of its R weight rows (consecutive lanes read consecutive
 //           16-byte chunks: coalesced), decodes each chunk once in registers, and uses it for all
 //           MR activation rows; then `lane_sum` adds the LANES partial sums (subgroupShuffleXor, a
 //           workgroup-memory tree after the loop, or nothing when LANES = 1). No barrier and no
 //           per-weight bounds check in the hot loop: only the last, partial chunk (K % CPW ≠ 0)
 //           masks its activations.
-//           decode: MR = 1; verify: MR = rows of the pass; prefill: MR = 8 (and LANES = 1 on CPU
-//           adapters). Dispatch: (min(G, 65535), ceil(M / MR), ceil(G / 65535)),
-//           G = ceil(N / (4 · 64 / LANES)).
+//           decode: MR = 1; verify: MR = rows of the pass; prefill: MR = 8. CPU adapters run
+//           LANES = 1 (the 'row' variant): the lanes of a SIMD group then read the same
+//           activations, and with subgroups (xBroadcast) lane i loads only component i of each
+//           vec4 and subgroupBroadcast hands it to the others: one load instead of four. The lines
+//           tagged `@XB` exist only in that build (the subgroup lane id), and every lane walks the
+//           same chunks there, so the broadcasts are in subgroup-uniform control flow.
+//           Dispatch: (min(G, 65535), ceil(M / MR), ceil(G / 65535)), G = ceil(N / (R · 64 / LANES)).
 
 struct Step { T: u32, pos0: u32, headRows: u32, pad: u32 }
 
@@ -51,25 +58,13 @@ override EPS: f32 = 1e-5;
 
 const WB = 5u;     // first binding of the weight's buffers
 const WG = 64u;    // invocations per workgroup
-const R = 4u;      // weight rows per lane group
+const R = 4u * RQ; // weight rows per lane group (RQ quads, from linear.ts)
 
 @group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> g4: array<vec4<f32>>;
-
-/** One activation row's share of chunk c: the 4 weight rows' partial dot products (scaled). */
-fn chunk_row(row: u32, c: u32, w0: XC, w1: XC, w2: XC, w3: XC, sc: vec4<f32>, g: XC, tail: bool,
-             acc: ptr<function, vec4<f32>>, ss: ptr<function, f32>) {
-  var xv = x_load(row * (K / 4u) + c * CV);
-  if (tail) { xv = x_mask(xv, c * CPW); }
-  if (NORM) {
-    *ss += x_sumsq(xv);
-    xv = xc_mul(xv, g);
-  }
-  *acc += vec4<f32>(xc_dot(w0, xv), xc_dot(w1, xv), xc_dot(w2, xv), xc_dot(w3, xv)) * sc;
-}
 
 fn store(m: u32, n: u32, acc: f32) {
   var v = acc;
@@ -83,13 +78,16 @@ fn store_rows(m: u32, M: u32, n0: u32, acc: vec4<f32>, ss: f32) {
   if (m >= M) { return; }
   var v = acc;
   if (NORM) { v *= inverseSqrt(ss / f32(K) + EPS); }
-  for (var r = 0u; r < R; r++) {
+  for (var r = 0u; r < 4u; r++) {
     if (n0 + r < N) { store(m, n0 + r, v[r]); }
   }
 }
 
 @compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32,
+        @builtin(subgroup_invocation_id) sgl: u32, // @XB
+        ) {
+  XL = sgl & 3u; // @XB
   var M = step.T;
   var xr0 = 0u;
   if (HEAD) {
@@ -100,26 +98,31 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let lane = tid % LANES;
   let n0 = ((wid.x + wid.z * 65535u) * (WG / LANES) + tid / LANES) * R;
   // rows past N decode row N - 1 (in bounds) and are not stored
-  let rr = min(vec4<u32>(n0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(N - 1u));
+  let rr$q = min(vec4<u32>(n0 + 4u * $qu) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(N - 1u));
   let m0 = wid.y * MR;
-  var acc$m = vec4<f32>(0.0);
+  var acc$m_$q = vec4<f32>(0.0);
   var ss$m = 0.0;
   let x$m = xr0 + min(m0 + $mu, M - 1u);
   let KF = K / CPW;               // whole chunks
   let KC = (K + CPW - 1u) / CPW;  // chunks, the last one partial when K % CPW ≠ 0
   for (var c = lane; c < KC; c += LANES) {
     let tail = c == KF; // one compare per chunk; only the partial chunk masks its activations
-    let w0 = w_decode(w_load(rr.x, c));
-    let w1 = w_decode(w_load(rr.y, c));
-    let w2 = w_decode(w_load(rr.z, c));
-    let w3 = w_decode(w_load(rr.w, c));
-    let sc = vec4<f32>(w_scale(rr.x, c), w_scale(rr.y, c), w_scale(rr.z, c), w_scale(rr.w, c));
+    // the chunk of each of the R weight rows, decoded once for all MR activation rows
+    let w$q_0 = w_decode(w_load(rr$q.x, c));
+    let w$q_1 = w_decode(w_load(rr$q.y, c));
+    let w$q_2 = w_decode(w_load(rr$q.z, c));
+    let w$q_3 = w_decode(w_load(rr$q.w, c));
+    let sc$q = vec4<f32>(w_scale(rr$q.x, c), w_scale(rr$q.y, c), w_scale(rr$q.z, c), w_scale(rr$q.w, c));
     var g: XC; // the norm weight's chunk, loaded once for all MR rows
     if (NORM) { g = g_load(c * CV); }
-    chunk_row(x$m, c, w0, w1, w2, w3, sc, g, tail, &acc$m, &ss$m);
+    // each activation row's chunk, loaded once for all R weight rows
+    var xv$m = x_load(x$m * (K / 4u) + c * CV);
+    if (tail) { xv$m = x_mask(xv$m, c * CPW); }
+    if (NORM) { ss$m += x_sumsq(xv$m); xv$m = xc_mul(xv$m, g); }
+    acc$m_$q += vec4<f32>(xc_dot(w$q_0, xv$m), xc_dot(w$q_1, xv$m), xc_dot(w$q_2, xv$m), xc_dot(w$q_3, xv$m)) * sc$q;
   }
-  acc$m = lane_sum(acc$m, tid);
+  acc$m_$q = lane_sum(acc$m_$q, tid);
   if (NORM) { ss$m = lane_sum(vec4<f32>(ss$m, 0.0, 0.0, 0.0), tid).x; }
   if (lane != 0u) { return; }
-  store_rows(m0 + $mu, M, n0, acc$m, ss$m);
+  store_rows(m0 + $mu, M, n0 + 4u * $qu, acc$m_$q, ss$m);
 }

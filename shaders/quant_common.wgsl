@@ -6,6 +6,9 @@
 //           src   u32[]  the chunk's raw little-endian bytes: rows × K elements of `dtype`, row-major,
 //                        flat element e = r * K + k (2-byte dtypes: half e % 2 of word e / 2; the
 //                        upload is zero-padded to whole words, so odd K and odd byte lengths work)
+//           nonfinite  atomic<u32>[2]: [NaN / ±inf inputs seen, the first weight row holding one]
+//                  (0, 0xffffffff initially; the loader reads it back after the weight is built
+//                  and fails with bad-tensor: see NonFiniteCheck in src/quant/gpu-builder.ts)
 // Dispatch: 1-D over `rows * units` threads (a unit is a group, a block or a word: see each
 //           quantizer), workgroup 64, split over x and y: (min(G, 65535), ceil(G / 65535), 1).
 //
@@ -35,6 +38,18 @@ struct Chunk {
 
 @group(0) @binding(0) var<uniform> chunk: Chunk;
 @group(0) @binding(1) var<storage, read> src: array<u32>;
+@group(0) @binding(6) var<storage, read_write> nonfinite: array<atomic<u32>, 2>;
+
+/** Whether f32 bits are NaN or ±inf. */
+fn nonfinite_bits(b: u32) -> bool { return (b & 0x7fffffffu) >= 0x7f800000u; }
+
+/** Records n > 0 non-finite inputs in weight row `row` (every quantizer's main entry calls it). */
+fn note_nonfinite(row: u32, n: u32) {
+  if (n > 0u) {
+    atomicAdd(&nonfinite[0], n);
+    atomicMin(&nonfinite[1], row);
+  }
+}
 
 /** The thread's index: (unit within the row, row within the chunk); valid when t < rows * units. */
 fn thread_index(wid: vec3<u32>, lid: u32) -> u32 {

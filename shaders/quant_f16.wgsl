@@ -47,6 +47,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let k = w * 2u;
   let e0 = r * chunk.K;
   var word = half_bits(e0 + k);
-  if (k + 1u < chunk.K) { word |= half_bits(e0 + k + 1u) << 16u; }
+  var bad = select(0u, 1u, nonfinite_bits(load_bits(e0 + k)));  // NaN / inf inputs (a corrupt checkpoint)
+  if (k + 1u < chunk.K) {
+    word |= half_bits(e0 + k + 1u) << 16u;
+    bad += select(0u, 1u, nonfinite_bits(load_bits(e0 + k + 1u)));
+  }
+  note_nonfinite(chunk.row0 + r, bad);
   codes[(chunk.row0 + r) * chunk.KW + w] = word;
 }

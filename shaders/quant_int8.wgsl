@@ -29,11 +29,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let k1 = min(K, k0 + chunk.G);
   let e0 = r * K;
   var amax = 0u;
-  for (var k = k0; k < k1; k++) { amax = max(amax, abs_bits(e0 + k)); }
+  var bad = 0u;                                       // NaN / inf inputs (a corrupt checkpoint)
+  for (var k = k0; k < k1; k++) {
+    let a = abs_bits(e0 + k);
+    amax = max(amax, a);
+    bad += select(0u, 1u, a >= 0x7f800000u);
+  }
   let finite = amax < 0x7f800000u;
   var sBits = amax;                                   // inf / NaN kept; 0 stays 0
   if (amax != 0u && finite) { sBits = bitcast<u32>(div_rn(bitcast<f32>(amax), 127.0)); }
   let n = chunk.row0 + r;
+  note_nonfinite(n, bad);
   scales[n * chunk.NG + g] = sBits;
   let live = finite && sBits != 0u;                   // else every q is 0
   let s = bitcast<f32>(sBits);

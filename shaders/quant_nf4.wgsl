@@ -53,12 +53,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let e0 = r * K;
   var vals: array<u32, 64>;                              // the block's f32 bits, decoded once
   var amaxBits = 0u;
+  var bad = 0u;                                          // NaN / inf inputs (a corrupt checkpoint)
   for (var k = k0; k < k1; k++) {
     let v = load_bits(e0 + k);
     vals[k - k0] = v;
     amaxBits = max(amaxBits, v & 0x7fffffffu);
+    bad += select(0u, 1u, nonfinite_bits(v));
   }
   let n = chunk.row0 + r;
+  note_nonfinite(n, bad);
   absmax[n * chunk.NG + b] = amaxBits;
   let live = amaxBits != 0u && amaxBits < 0x7f800000u;   // else every code is 7
   let amax = bitcast<f32>(amaxBits);

@@ -33,3 +33,12 @@ export class NibbleError extends Error {
 export function isNibbleError(e: unknown, code?: NibbleErrorCode): e is NibbleError {
   return e instanceof NibbleError && (code === undefined || e.code === code);
 }
+
+/** A value as an error message shows it: strings quoted (so '5' is not mistaken for 5), objects by type. */
+export function show(v: unknown): string {
+  if (typeof v === 'string') return `the string ${JSON.stringify(v.length > 40 ? v.slice(0, 40) + '…' : v)}`;
+  if (v === null || v === undefined || typeof v === 'number' || typeof v === 'boolean' || typeof v === 'bigint') return String(v);
+  if (Array.isArray(v)) return `an array of ${v.length}`;
+  if (typeof v === 'function') return 'a function';
+  return `a ${(v as object).constructor?.name ?? 'object'}`;
+}

@@ -1,3 +1,6 @@
+// Consumers get the WebGPU types (GPUDevice, GPUBuffer, …) that nibble's declarations use from
+// this reference, kept in the emitted dist/types/index.d.ts (@webgpu/types is a dependency).
+/// <reference types="@webgpu/types" preserve="true" />
 /**
  * nibble — LLM inference on WebGPU.
  *
@@ -33,6 +36,8 @@ export { createGpuContext } from './gpu/context.ts';
 export type { GpuContext, AdapterInfo } from './gpu/context.ts';
 export { parseConfig, type LlamaConfig } from './model/config.ts';
 export { parseSafetensorsHeader, openCheckpoint, readSafetensorsHeader } from './loader/safetensors.ts';
-export type { QuantPlan, QuantOption } from './quant/plan.ts';
+export type { QuantPlan, QuantOption, FormatName } from './quant/plan.ts';
+export { FORMAT_NAMES, isFormatName } from './quant/plan.ts';
 export type { LoadProgress, LoadStats } from './model/llama.ts';
+export type { GpuMemoryEstimate } from './api/preflight.ts';
 export { TextTokenizer } from './tokenizer.ts';

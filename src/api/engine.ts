@@ -1,5 +1,5 @@
 import { createGpuContext, type AdapterInfo, type GpuOptions } from '../gpu/context.ts';
-import { NibbleError } from '../errors.ts';
+import { NibbleError, show } from '../errors.ts';
 import type { MatmulReduce } from '../kernels/linear.ts';
 import { Runtime } from '../kernels/runtime.ts';
 import { openCheckpoint } from '../loader/safetensors.ts';
@@ -19,6 +19,8 @@ import type { ModelSource } from '../source/types.ts';
 import { resolveSource, type SourceOptions } from './resolve.ts';
 import { ChatTemplate } from './chat.ts';
 import { ChatCompletions, Completions, type CompletionHost } from './openai.ts';
+import { modelDims, preflight, type GpuMemoryEstimate, type PreflightModel } from './preflight.ts';
+import { LoadProgressTracker } from './progress.ts';
 
 export interface LoadOptions extends GpuOptions, SourceOptions {
   /** Weight format for all 2-D weights, or a plan with per-tensor overrides. Default 'f32'. */
@@ -47,6 +49,17 @@ export interface LoadOptions extends GpuOptions, SourceOptions {
    * 'row' (how a weight row is shared by lanes; every variant computes the same result).
    */
   matmul?: MatmulReduce | 'auto';
+  /**
+   * Most GPU bytes this load may use (weights, KV cache, activations, load-time staging; draft
+   * included). Checked before anything is downloaded, like the adapter's per-buffer limits: a load
+   * that needs more is a `gpu-limit` error naming the sizes and a format or context length that fits.
+   */
+  maxGpuBytes?: number;
+  /**
+   * Progress of every phase: 'metadata', 'cache', 'weights' (download), 'quantize' (the GPU built
+   * the weights), 'compile' (pipelines), then 'done' when the model can generate (Engine.load
+   * resolves right after). `fraction` (0..1) covers the whole load and never decreases.
+   */
   onProgress?: (p: LoadProgress) => void;
   signal?: AbortSignal;
   /**
@@ -152,6 +165,8 @@ export interface EngineInfo {
   formats: Record<string, number>;
   /** Most checkpoint bytes the loader held in host memory at once. */
   loaderPeakHostBytes: number;
+  /** The memory preflight's estimate of this load's GPU bytes (made before anything was downloaded). */
+  gpuMemory: GpuMemoryEstimate;
   /** How the weights were loaded: cache hit/miss, bytes downloaded, requests, verified files, timings. */
   load: LoadStats | null;
   dispatchesPerToken: number;
@@ -189,6 +204,7 @@ export class Engine {
   private queue: Promise<unknown> = Promise.resolve();
   private lostError: NibbleError | null = null;
   private disposed = false;
+  private disposing: Promise<void> | null = null;
 
   private constructor(
     rt: Runtime,
@@ -228,6 +244,10 @@ export class Engine {
     if (opts.draft && (!Number.isInteger(draftTokens) || draftTokens < 1 || draftTokens > 32)) {
       throw new NibbleError('bad-argument', `draft tokens must be an integer in 1..32, got ${opts.draft.tokens}`);
     }
+    if (opts.maxGpuBytes !== undefined && (typeof opts.maxGpuBytes !== 'number' || !(opts.maxGpuBytes > 0) || !Number.isFinite(opts.maxGpuBytes))) {
+      throw new NibbleError('bad-argument', `maxGpuBytes must be a positive number of bytes, got ${show(opts.maxGpuBytes)}`);
+    }
+    const progress = new LoadProgressTracker(opts.onProgress, opts.draft ? 2 : 1);
     const source = typeof model === 'string' ? resolveSource(model, opts) : model;
     const configText = await source.text('config.json', opts.signal);
     let genCfg: unknown = undefined;
@@ -249,38 +269,71 @@ export class Engine {
     checkTensors(cfg, table.tensors);
 
     const ctx = await createGpuContext(opts);
+    // memory preflight: every buffer of the load sized before a weight byte is requested
+    const draftCheckpoint = opts.draft && draftPlan ? await openDraft(opts, opts.draft, source, cfg, table.tensors) : null;
+    const sized: PreflightModel[] = [
+      { cfg, tensors: table.tensors, plan, contextLength: opts.contextLength, maxBatch: opts.maxBatch, maxLogitRows: opts.maxLogitRows, samplerRows: opts.draft ? draftTokens + 1 : 1, draftTokens: opts.draft ? draftTokens : 0 },
+    ];
+    if (draftCheckpoint && draftPlan) {
+      // the draft's KV cache has the target's context length
+      sized.push({ cfg: draftCheckpoint.cfg, tensors: draftCheckpoint.tensors, plan: draftPlan, contextLength: modelDims(cfg, opts).ctx, maxBatch: opts.maxBatch, maxLogitRows: 1, samplerRows: 0 });
+    }
+    const gpuMemory = preflight(sized, opts, {
+      maxBufferSize: ctx.limits.maxBufferSize,
+      maxStorageBufferBindingSize: ctx.limits.maxStorageBufferBindingSize,
+      adapter: ctx.adapterInfo.summary,
+      maxGpuBytes: opts.maxGpuBytes,
+    });
     const rt = new Runtime(ctx);
     const device = ctx.device;
-    device.pushErrorScope('out-of-memory');
-    device.pushErrorScope('validation');
-    let m: LlamaModel;
+    progress.attach(rt);
+    let m: LlamaModel | undefined;
     let draft: { model: LlamaModel; name: string } | null = null;
     try {
-      m = await LlamaModel.load(rt, cfg, source, table.tensors, plan, {
-        ...streamingOptions(opts),
-        contextLength: opts.contextLength,
-        maxLogitRows: opts.maxLogitRows,
-        verifyRows: opts.draft ? draftTokens + 1 : 0,
-      });
-      if (opts.draft && draftPlan) draft = await loadDraft(rt, opts, opts.draft, draftPlan, source, cfg, table.tensors, m.ctx);
+      device.pushErrorScope('out-of-memory');
+      device.pushErrorScope('validation');
+      try {
+        m = await LlamaModel.load(rt, cfg, source, table.tensors, plan, {
+          ...streamingOptions(opts),
+          onProgress: progress.loader(0),
+          contextLength: opts.contextLength,
+          maxLogitRows: opts.maxLogitRows,
+          verifyRows: opts.draft ? draftTokens + 1 : 0,
+          deferCompile: true, // its pipelines compile while a draft's weights load
+        });
+        if (draftCheckpoint && draftPlan) draft = await loadDraft(rt, opts, draftPlan, draftCheckpoint, m.ctx, progress.loader(1));
+        // every pipeline of the graphs is requested: the compile phase's total is known
+        progress.seal();
+        await rt.ready();
+      } finally {
+        const validation = await device.popErrorScope();
+        const oom = await device.popErrorScope();
+        const err = oom ?? validation;
+        if (err) throw new NibbleError('gpu-error', `GPU error while loading the model: ${err.message}`);
+      }
+      if (draft) {
+        const rows = Math.min(m.maxLogitRows, m.maxBatch);
+        if (draftTokens + 1 > rows) {
+          throw new NibbleError('bad-argument', `draft tokens ${draftTokens} needs ${draftTokens + 1} logit rows per pass; this load allows ${rows} (maxLogitRows / maxBatch)`);
+        }
+        if (draft.model.cfg.vocabSize !== cfg.vocabSize) {
+          throw new NibbleError('bad-argument', `the draft's vocabulary (${draft.model.cfg.vocabSize}) differs from the target's (${cfg.vocabSize})`);
+        }
+      }
+      // the GPU quantizers and the pipelines' compilation are queued, not finished, when the
+      // loaders return: resolve (and count loadMs) only once the model can generate
+      await device.queue.onSubmittedWorkDone();
+      progress.done();
+    } catch (e) {
+      // a failed load leaves nothing allocated: the models made so far and the runtime's buffers
+      m?.destroy();
+      draft?.model.destroy();
+      rt.step.destroy();
+      rt.dummyBuffer.destroy();
+      throw e;
     } finally {
-      const validation = await device.popErrorScope();
-      const oom = await device.popErrorScope();
-      const err = oom ?? validation;
-      if (err) throw new NibbleError('gpu-error', `GPU error while loading the model: ${err.message}`);
+      progress.detach();
     }
-    if (draft) {
-      const rows = Math.min(m.maxLogitRows, m.maxBatch);
-      if (draftTokens + 1 > rows) {
-        throw new NibbleError('bad-argument', `draft tokens ${draftTokens} needs ${draftTokens + 1} logit rows per pass; this load allows ${rows} (maxLogitRows / maxBatch)`);
-      }
-      if (draft.model.cfg.vocabSize !== cfg.vocabSize) {
-        throw new NibbleError('bad-argument', `the draft's vocabulary (${draft.model.cfg.vocabSize}) differs from the target's (${cfg.vocabSize})`);
-      }
-    }
-    // the GPU quantizers are queued, not finished, when the loaders return: resolve (and count
-    // loadMs) only once the weights are ready
-    await device.queue.onSubmittedWorkDone();
     const loadMs = performance.now() - t0;
     const info: EngineInfo = {
       model: typeof model === 'string' ? model : source.description,
@@ -294,6 +347,7 @@ export class Engine {
       bitsPerWeight: (m.matrixBytes * 8) / m.weightCount,
       formats: m.formats,
       loaderPeakHostBytes: m.hostMemory.peak,
+      gpuMemory,
       load: m.loadStats,
       dispatchesPerToken: m.dispatchesPerToken,
       loadMs,
@@ -334,6 +388,14 @@ export class Engine {
    * sampling (see SamplingOptions). With a draft model loaded, decoding is speculative.
    */
   generate(prompt: string, opts: GenerateOptions = {}): Generation {
+    let request: Request | null = null;
+    let invalid: unknown = null;
+    try {
+      this.checkUsable();
+      request = validateGenerate(prompt, opts, this.model.cfg.vocabSize);
+    } catch (e) {
+      invalid = e;
+    }
     const chunks: string[] = [];
     let wake: (() => void) | null = null;
     let done = false;
@@ -343,12 +405,15 @@ export class Engine {
       wake = null;
       w?.();
     };
-    const result = this.exclusive(() =>
-      this.run(prompt, opts, (t) => {
-        chunks.push(t);
-        notify();
-      }),
-    ).then(
+    const started: Promise<GenerateResult> = request
+      ? this.exclusive(() =>
+          this.run(request, (t) => {
+            chunks.push(t);
+            notify();
+          }),
+        )
+      : Promise.reject(invalid);
+    const result = started.then(
       (r) => {
         done = true;
         notify();
@@ -414,6 +479,9 @@ export class Engine {
 
   /** Logits of the last `rows` positions after running `ids` from position 0 (tests, eval). */
   async logits(ids: number[], rows = 1): Promise<Float32Array[]> {
+    this.checkUsable();
+    checkTokenIds(ids, 'ids', this.model.cfg.vocabSize);
+    if (!Number.isInteger(rows) || rows < 1) throw new NibbleError('bad-argument', `rows must be a positive integer, got ${show(rows)}`);
     return this.exclusive(async () => {
       this.check();
       const m = this.model;
@@ -446,6 +514,8 @@ export class Engine {
    * ids[1..] given their prefixes, and exp of it.
    */
   async perplexity(ids: number[]): Promise<{ perplexity: number; nll: number; tokens: number }> {
+    this.checkUsable();
+    checkTokenIds(ids, 'ids', this.model.cfg.vocabSize);
     return this.exclusive(async () => {
       this.check();
       const m = this.model;
@@ -483,18 +553,44 @@ export class Engine {
     });
   }
 
-  /** Frees the GPU memory of the model (and the draft). */
-  dispose(): void {
-    this.disposed = true;
+  /**
+   * Frees every GPU buffer of the engine (model, draft, KV cache, samplers, runtime). A call that
+   * is running or queued ends with an `aborted` NibbleError at its next step (the step already on
+   * the GPU is waited for, never torn down under it); calls made afterwards fail with
+   * `bad-argument`. The returned promise resolves once the memory is freed.
+   */
+  dispose(): Promise<void> {
+    if (!this.disposing) {
+      this.disposed = true;
+      // the queue never rejects: the buffers go once the running call has stopped at a step boundary
+      this.disposing = this.queue.then(() => this.release());
+    }
+    return this.disposing;
+  }
+
+  private async release(): Promise<void> {
+    // token readbacks still in flight (a step queued ahead) finish before their buffers go
+    await this.seq.settle();
+    if (this.speculator) await Promise.all([this.speculator.targetSeq.settle(), this.speculator.draftSeq.settle()]);
     this.seq.destroy();
     this.speculator?.destroy();
     this.sampler?.destroy();
     this.model.destroy();
     this.draftModel?.destroy();
+    // the runtime's own buffers: the step uniform and the placeholder of optional bindings
+    this.rt.step.destroy();
+    this.rt.dummyBuffer.destroy();
   }
 
+  /** Entry points: refuse new work on a disposed or broken engine. */
+  private checkUsable(): void {
+    if (this.disposed) throw new NibbleError('bad-argument', 'the engine was disposed: load a new one');
+    if (this.lostError) throw this.lostError;
+  }
+
+  /** Inside a call (after every readback): stop when the engine was disposed meanwhile or broke. */
   private check(): void {
-    if (this.disposed) throw new NibbleError('bad-argument', 'the engine was disposed');
+    if (this.disposed) throw new NibbleError('aborted', 'the engine was disposed while this call was running');
     if (this.lostError) throw this.lostError;
   }
 
@@ -510,17 +606,18 @@ export class Engine {
     return this.sampler;
   }
 
-  private async run(prompt: string, opts: GenerateOptions, emit: (text: string) => void): Promise<GenerateResult> {
+  private async run(req: Request, emit: (text: string) => void): Promise<GenerateResult> {
     this.check();
     const m = this.model;
-    const ids = opts.promptIds ?? this.tokenizer.encode(prompt, opts.addSpecialTokens ?? true);
-    const maxNew = opts.maxNewTokens ?? 128;
-    if (!(maxNew === Infinity || (Number.isInteger(maxNew) && maxNew >= 0))) {
-      throw new NibbleError('bad-argument', `maxNewTokens must be a non-negative integer, got ${maxNew}`);
+    const { opts, maxNew, stops } = req;
+    const ids = req.promptIds ?? this.tokenizer.encode(req.prompt, opts.addSpecialTokens ?? true);
+    if (ids.length === 0) {
+      throw new NibbleError('bad-argument', 'the prompt has no tokens (an empty text without special tokens): give some text or promptIds');
+    }
+    if (ids.length > m.ctx) {
+      throw new NibbleError('context-overflow', `the prompt has ${ids.length} tokens but the context holds ${m.ctx}; use a longer contextLength`);
     }
     const sampling = resolveSampling(opts, m.cfg.vocabSize);
-    const stops = opts.stop === undefined ? [] : typeof opts.stop === 'string' ? [opts.stop] : opts.stop;
-    if (!Array.isArray(stops) || stops.some((x) => typeof x !== 'string')) throw new NibbleError('bad-argument', 'stop must be a string or an array of strings');
     const eos = new Set(opts.ignoreEos ? [] : (opts.eosTokenIds ?? m.cfg.eosTokenIds));
     const decoder = this.tokenizer.streamDecoder(ids);
     const matcher = new StopStringMatcher(stops);
@@ -540,7 +637,9 @@ export class Engine {
     const t0 = performance.now();
     let tFirst = t0;
     let cached = 0;
-    if (maxNew > 0) {
+    // prompt + generated tokens never exceed the context: a prompt that fills it leaves no room
+    if (ids.length >= m.ctx) finishReason = 'length';
+    else if (maxNew > 0) {
       let r: LoopResult;
       const plainPick = isPlainArgmax(sampling);
       if (!plainPick || speculative) this.targetSampler().configure(sampling, ids);
@@ -603,37 +702,55 @@ function streamingOptions(opts: LoadOptions) {
   };
 }
 
+interface DraftCheckpoint {
+  source: ModelSource;
+  cfg: LlamaConfig;
+  tensors: Awaited<ReturnType<typeof openCheckpoint>>['tensors'];
+  name: string;
+}
+
+/** The draft's config and tensor table (the target's own for a self-draft): read before the preflight. */
+async function openDraft(
+  opts: LoadOptions,
+  d: DraftOptions,
+  targetSource: ModelSource,
+  targetCfg: LlamaConfig,
+  targetTensors: DraftCheckpoint['tensors'],
+): Promise<DraftCheckpoint> {
+  if (d.model === undefined) return { source: targetSource, cfg: targetCfg, tensors: targetTensors, name: 'self' };
+  const source = typeof d.model === 'string' ? resolveSource(d.model, opts) : d.model;
+  const name = typeof d.model === 'string' ? d.model : source.description;
+  let json: unknown;
+  try {
+    json = JSON.parse(await source.text('config.json', opts.signal));
+  } catch (e) {
+    if (e instanceof NibbleError) throw e;
+    throw new NibbleError('bad-config', `the draft's config.json in ${source.description} is not valid JSON`, { cause: e });
+  }
+  const cfg = parseConfig(json);
+  const tensors = (await openCheckpoint(source, opts.signal)).tensors;
+  checkTensors(cfg, tensors);
+  return { source, cfg, tensors, name };
+}
+
 /** Loads the draft model onto the target's Runtime (same GPUDevice). */
 async function loadDraft(
   rt: Runtime,
   opts: LoadOptions,
-  d: DraftOptions,
   plan: QuantPlan,
-  targetSource: ModelSource,
-  targetCfg: LlamaConfig,
-  targetTensors: Awaited<ReturnType<typeof openCheckpoint>>['tensors'],
+  d: DraftCheckpoint,
   ctx: number,
+  onProgress: (p: LoadProgress) => void,
 ): Promise<{ model: LlamaModel; name: string }> {
-  let source = targetSource;
-  let cfg = targetCfg;
-  let tensors = targetTensors;
-  let name = 'self';
-  if (d.model !== undefined) {
-    source = typeof d.model === 'string' ? resolveSource(d.model, opts) : d.model;
-    name = typeof d.model === 'string' ? d.model : source.description;
-    let json: unknown;
-    try {
-      json = JSON.parse(await source.text('config.json', opts.signal));
-    } catch (e) {
-      if (e instanceof NibbleError) throw e;
-      throw new NibbleError('bad-config', `the draft's config.json in ${source.description} is not valid JSON`, { cause: e });
-    }
-    cfg = parseConfig(json);
-    tensors = (await openCheckpoint(source, opts.signal)).tensors;
-    checkTensors(cfg, tensors);
-  }
-  const model = await LlamaModel.load(rt, cfg, source, tensors, plan, { ...streamingOptions(opts), contextLength: ctx, maxLogitRows: 1, verifyRows: 2 });
-  return { model, name };
+  const model = await LlamaModel.load(rt, d.cfg, d.source, d.tensors, plan, {
+    ...streamingOptions(opts),
+    onProgress,
+    contextLength: ctx,
+    maxLogitRows: 1,
+    verifyRows: 2,
+    deferCompile: true,
+  });
+  return { model, name: d.name };
 }
 
 /** generation_config.json's sampling settings, when it samples (do_sample true). */
@@ -648,4 +765,63 @@ function generationDefaults(gen: unknown): SamplingOptions {
   if (num('min_p') !== undefined) o.minP = num('min_p');
   if (num('repetition_penalty') !== undefined) o.repetitionPenalty = num('repetition_penalty');
   return o;
+}
+
+/** A generate() call whose arguments were checked. */
+interface Request {
+  prompt: string;
+  promptIds: number[] | undefined;
+  opts: GenerateOptions;
+  maxNew: number;
+  stops: string[];
+}
+
+function bad(msg: string): never {
+  throw new NibbleError('bad-argument', msg);
+}
+
+/** Token ids: a non-empty array of integers inside the vocabulary. */
+export function checkTokenIds(ids: unknown, what: string, vocabSize: number): asserts ids is number[] {
+  if (!Array.isArray(ids)) bad(`${what} must be an array of token ids, got ${show(ids)}`);
+  if (ids.length === 0) bad(`${what} is empty: give at least one token id`);
+  for (let i = 0; i < ids.length; i++) {
+    const id = ids[i];
+    if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id >= vocabSize) {
+      bad(`${what}[${i}] must be a token id (an integer in 0..${vocabSize - 1}), got ${show(id)}`);
+    }
+  }
+}
+
+/** Checks generate()'s arguments before the call is queued; every failure is a bad-argument NibbleError. */
+function validateGenerate(prompt: unknown, opts: unknown, vocabSize: number): Request {
+  if (opts === null || typeof opts !== 'object' || Array.isArray(opts)) bad(`generate options must be an object, got ${show(opts)}`);
+  const o = opts as GenerateOptions;
+  let promptIds: number[] | undefined;
+  if (o.promptIds !== undefined) {
+    checkTokenIds(o.promptIds, 'promptIds', vocabSize);
+    promptIds = o.promptIds.slice();
+    if (prompt !== undefined && prompt !== '' && typeof prompt !== 'string') bad(`prompt must be a string, got ${show(prompt)}`);
+  } else if (typeof prompt !== 'string') {
+    bad(`prompt must be a string (or pass promptIds), got ${show(prompt)}`);
+  }
+  const maxNew = o.maxNewTokens ?? 128;
+  if (typeof maxNew !== 'number' || !(maxNew === Infinity || (Number.isInteger(maxNew) && maxNew >= 0))) {
+    bad(`maxNewTokens must be a non-negative integer or Infinity, got ${show(o.maxNewTokens)}`);
+  }
+  for (const k of ['addSpecialTokens', 'ignoreEos', 'speculative'] as const) {
+    if (o[k] !== undefined && typeof o[k] !== 'boolean') bad(`${k} must be a boolean, got ${show(o[k])}`);
+  }
+  if (o.eosTokenIds !== undefined) {
+    if (!Array.isArray(o.eosTokenIds) || o.eosTokenIds.some((id) => !Number.isInteger(id) || id < 0)) {
+      bad(`eosTokenIds must be an array of non-negative integer token ids, got ${show(o.eosTokenIds)}`);
+    }
+  }
+  const stops = o.stop === undefined ? [] : typeof o.stop === 'string' ? [o.stop] : o.stop;
+  if (!Array.isArray(stops) || stops.some((x) => typeof x !== 'string')) bad(`stop must be a string or an array of strings, got ${show(o.stop)}`);
+  if (o.signal !== undefined && (o.signal === null || typeof (o.signal as AbortSignal).aborted !== 'boolean')) {
+    bad(`signal must be an AbortSignal, got ${show(o.signal)}`);
+  }
+  // sampling settings are checked here too (resolveSampling is pure); the run resolves them again
+  resolveSampling({ ...o, seed: o.seed ?? 0 }, vocabSize);
+  return { prompt: typeof prompt === 'string' ? prompt : '', promptIds, opts: o, maxNew, stops };
 }

@@ -38,9 +38,19 @@ export function resolveSource(model: string, opts: SourceOptions = {}): ModelSou
       stallTimeoutMs: opts.stallTimeoutMs,
     });
   }
-  const headers: Record<string, string> = opts.token ? { Authorization: `Bearer ${opts.token}` } : {};
   let url = model;
   const loc = (globalThis as { location?: Location }).location;
   if (!/^[a-z]+:\/\//i.test(url) && loc) url = new URL(url, loc.href).href;
+  // a Hub token goes only to the Hub endpoint it belongs to, never to another origin
+  const headers: Record<string, string> = opts.token && sameOrigin(url, opts.hubEndpoint ?? DEFAULT_HUB_ENDPOINT) ? { Authorization: `Bearer ${opts.token}` } : {};
   return new UrlSource(url, { headers, fetch: opts.fetch });
+}
+
+/** Whether two absolute URLs share an origin (false when either does not parse). */
+export function sameOrigin(a: string, b: string): boolean {
+  try {
+    return new URL(a).origin === new URL(b).origin;
+  } catch {
+    return false;
+  }
 }

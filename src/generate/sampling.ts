@@ -1,4 +1,4 @@
-import { NibbleError } from '../errors.ts';
+import { NibbleError, show } from '../errors.ts';
 
 /**
  * How the next token is chosen. Everything runs on the GPU (shaders/sample.wgsl); the defaults are
@@ -60,27 +60,27 @@ function check(ok: boolean, msg: string): void {
 
 export function resolveSampling(o: SamplingOptions, vocabSize: number): ResolvedSampling {
   const temperature = o.temperature ?? 0;
-  check(Number.isFinite(temperature) && temperature >= 0, `temperature must be a finite number ≥ 0, got ${o.temperature}`);
+  check(typeof temperature === 'number' && Number.isFinite(temperature) && temperature >= 0, `temperature must be a finite number ≥ 0, got ${show(o.temperature)}`);
   const topK = o.topK ?? 0;
-  check(Number.isInteger(topK) && topK >= 0, `topK must be an integer ≥ 0, got ${o.topK}`);
+  check(typeof topK === 'number' && Number.isInteger(topK) && topK >= 0, `topK must be an integer ≥ 0, got ${show(o.topK)}`);
   const topP = o.topP ?? 1;
-  check(Number.isFinite(topP) && topP > 0 && topP <= 1, `topP must be in (0, 1], got ${o.topP}`);
+  check(typeof topP === 'number' && Number.isFinite(topP) && topP > 0 && topP <= 1, `topP must be in (0, 1], got ${show(o.topP)}`);
   const minP = o.minP ?? 0;
-  check(Number.isFinite(minP) && minP >= 0 && minP <= 1, `minP must be in [0, 1], got ${o.minP}`);
+  check(typeof minP === 'number' && Number.isFinite(minP) && minP >= 0 && minP <= 1, `minP must be in [0, 1], got ${show(o.minP)}`);
   const repetitionPenalty = o.repetitionPenalty ?? 1;
-  check(Number.isFinite(repetitionPenalty) && repetitionPenalty > 0, `repetitionPenalty must be > 0, got ${o.repetitionPenalty}`);
+  check(typeof repetitionPenalty === 'number' && Number.isFinite(repetitionPenalty) && repetitionPenalty > 0, `repetitionPenalty must be > 0, got ${show(o.repetitionPenalty)}`);
   const presencePenalty = o.presencePenalty ?? 0;
-  check(Number.isFinite(presencePenalty), `presencePenalty must be a finite number, got ${o.presencePenalty}`);
+  check(typeof presencePenalty === 'number' && Number.isFinite(presencePenalty), `presencePenalty must be a finite number, got ${show(o.presencePenalty)}`);
   const frequencyPenalty = o.frequencyPenalty ?? 0;
-  check(Number.isFinite(frequencyPenalty), `frequencyPenalty must be a finite number, got ${o.frequencyPenalty}`);
+  check(typeof frequencyPenalty === 'number' && Number.isFinite(frequencyPenalty), `frequencyPenalty must be a finite number, got ${show(o.frequencyPenalty)}`);
   const seed = o.seed ?? randomSeed();
-  check(Number.isInteger(seed) && seed >= 0 && seed <= 0xffffffff, `seed must be an integer in [0, 2^32), got ${o.seed}`);
+  check(typeof seed === 'number' && Number.isInteger(seed) && seed >= 0 && seed <= 0xffffffff, `seed must be an integer in [0, 2^32), got ${show(o.seed)}`);
   const bias = new Map<number, number>();
   const entries = o.logitBias instanceof Map ? [...o.logitBias.entries()] : Object.entries(o.logitBias ?? {});
   for (const [k, v] of entries) {
     const id = Number(k);
     check(Number.isInteger(id) && id >= 0 && id < vocabSize, `logitBias token id ${k} is outside the vocabulary (0..${vocabSize - 1})`);
-    check(typeof v === 'number' && !Number.isNaN(v) && v !== Infinity, `logitBias for token ${k} must be a number (or -Infinity), got ${v}`);
+    check(typeof v === 'number' && !Number.isNaN(v) && v !== Infinity, `logitBias for token ${k} must be a number (or -Infinity), got ${show(v)}`);
     bias.set(id, (bias.get(id) ?? 0) + v);
   }
   check(bias.size <= MAX_LOGIT_BIAS, `at most ${MAX_LOGIT_BIAS} logitBias entries, got ${bias.size}`);

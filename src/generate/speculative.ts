@@ -114,6 +114,8 @@ export class Speculator {
     const first = this.targetSeq.prefill(ids, targetPick)!;
     this.draftSeq.prefill(ids, null);
     let x = await first;
+    // the draft's prompt pass belongs to the time to the first token, not to the decoding after it
+    await t.rt.device.queue.onSubmittedWorkDone();
     const firstTokenAt = performance.now();
     c.check();
     if (c.signal?.aborted) return done('abort', firstTokenAt);

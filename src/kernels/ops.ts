@@ -19,7 +19,7 @@ export function ropeKvOp(
   a: AttnShape & { qkv: GPUBuffer; q: GPUBuffer; k: GPUBuffer; v: GPUBuffer; cosSin: GPUBuffer },
   label = 'rope_kv',
 ): Op {
-  const p = rt.pipeline('rope_kv', ropeKvSrc, 'main', { NH: a.nHeads, NKV: a.nKvHeads, D: a.headDim, CTX: a.ctx });
+  const p = rt.pipelineAsync('rope_kv', ropeKvSrc, 'main', { NH: a.nHeads, NKV: a.nKvHeads, D: a.headDim, CTX: a.ctx });
   const threads = (a.nHeads + a.nKvHeads) * (a.headDim / 2) + a.nKvHeads * a.headDim;
   return rt.op(label, p, [a.qkv, a.q, a.k, a.v, a.cosSin], (s) => [Math.ceil(threads / 64), s.T, 1] as const);
 }
@@ -183,7 +183,7 @@ export function attentionSource(p: Pick<AttnPlan, 'D4' | 'DL' | 'MC' | 'R' | 'TQ
 
 function attnOp(rt: Runtime, a: AttnShape & { q: GPUBuffer; out: GPUBuffer; k: GPUBuffer; v: GPUBuffer }, label: string, p: AttnPlan): Op {
   const constants = { NH: a.nHeads, NKV: a.nKvHeads, D: a.headDim, CTX: a.ctx, WG: p.WG, HC: p.HC };
-  const pipe = rt.pipeline('attention', attentionSource(p), 'main', constants);
+  const pipe = rt.pipelineAsync('attention', attentionSource(p), 'main', constants);
   const x = a.nKvHeads * p.HC;
   return rt.op(label, pipe, [a.q, a.out, a.k, a.v], (s) => [x, Math.ceil(s.T / p.TQ), 1] as const);
 }
@@ -217,7 +217,7 @@ export function attentionPrefillOp(
 }
 
 export function swigluOp(rt: Runtime, a: { gateUp: GPUBuffer; out: GPUBuffer; I: number }, label = 'swiglu'): Op {
-  const p = rt.pipeline('swiglu', swigluSrc, 'main', { I: a.I });
+  const p = rt.pipelineAsync('swiglu', swigluSrc, 'main', { I: a.I });
   return rt.op(label, p, [a.gateUp, a.out], (s) => [Math.ceil(a.I / 256), s.T, 1] as const);
 }
 

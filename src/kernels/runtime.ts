@@ -35,7 +35,13 @@ export interface PassProfiler {
 
 const MAX_WG = 65535;
 
-const PIPELINE_CACHES = new WeakMap<GPUDevice, { pipelines: Map<string, GPUComputePipeline>; modules: Map<string, GPUShaderModule> }>();
+interface PipelineCaches {
+  pipelines: Map<string, GPUComputePipeline>;
+  /** Pipelines being compiled by createComputePipelineAsync (moved to `pipelines` when done). */
+  compiling: Map<string, Promise<GPUComputePipeline>>;
+  modules: Map<string, GPUShaderModule>;
+}
+const PIPELINE_CACHES = new WeakMap<GPUDevice, PipelineCaches>();
 
 /** Splits a 1-D count of workgroups over x and y when it exceeds the per-dimension limit. */
 export function split2d(n: number): [number, number] {
@@ -52,12 +58,18 @@ export class Runtime {
   readonly ctx: GpuContext;
   /** The shared 16-byte Step uniform every op binds at binding 0. */
   readonly step: GPUBuffer;
-  private pipelines: Map<string, GPUComputePipeline>;
-  private modules: Map<string, GPUShaderModule>;
+  private caches: PipelineCaches;
+  /** Ops waiting for their pipeline (see pipelineAsync / ready). */
+  private pending: Promise<void>[] = [];
   private dummy: GPUBuffer | null = null;
   private stepData = new Uint32Array(4);
   /** Set to time each op (one pass per op, see PassProfiler); null (default): one pass, no queries. */
   profiler: PassProfiler | null = null;
+  /**
+   * Told of every pipeline this Runtime compiles anew (not of cache hits): `compiled` settles when
+   * the compilation is done (load progress).
+   */
+  onCompile: ((compiled: Promise<unknown>) => void) | null = null;
 
   constructor(ctx: GpuContext) {
     this.ctx = ctx;
@@ -66,11 +78,10 @@ export class Runtime {
     // reload) reuses the compiled pipelines
     let caches = PIPELINE_CACHES.get(this.device);
     if (!caches) {
-      caches = { pipelines: new Map(), modules: new Map() };
+      caches = { pipelines: new Map(), compiling: new Map(), modules: new Map() };
       PIPELINE_CACHES.set(this.device, caches);
     }
-    this.pipelines = caches.pipelines;
-    this.modules = caches.modules;
+    this.caches = caches;
     this.step = this.device.createBuffer({
       label: 'step',
       size: 16,
@@ -78,25 +89,66 @@ export class Runtime {
     });
   }
 
+  /** A compute pipeline, compiled now (blocking the queue's compiler) or taken from the cache. */
   pipeline(name: string, code: string, entryPoint: string, constants: Record<string, number | boolean>): GPUComputePipeline {
+    const d = this.describe(name, code, entryPoint, constants);
+    let p = this.caches.pipelines.get(d.key);
+    if (p) return p;
+    p = this.device.createComputePipeline(d.desc);
+    this.caches.pipelines.set(d.key, p);
+    // the GPU process compiles in queue order: a marker queued now resolves once this one is built
+    this.onCompile?.(this.device.queue.onSubmittedWorkDone());
+    return p;
+  }
+
+  /**
+   * The same pipeline through createComputePipelineAsync: the model's pipelines (dozens) are all
+   * requested first and compile concurrently (the browser compiles them on worker threads); an op
+   * built on one gets its pipeline and bind group when it is ready (`await ready()` before use).
+   */
+  pipelineAsync(name: string, code: string, entryPoint: string, constants: Record<string, number | boolean>): GPUComputePipeline | Promise<GPUComputePipeline> {
+    const d = this.describe(name, code, entryPoint, constants);
+    const done = this.caches.pipelines.get(d.key);
+    if (done) return done;
+    let p = this.caches.compiling.get(d.key);
+    if (!p) {
+      p = this.device.createComputePipelineAsync(d.desc).then(
+        (pipe) => {
+          this.caches.pipelines.set(d.key, pipe);
+          this.caches.compiling.delete(d.key);
+          return pipe;
+        },
+        (e: unknown) => {
+          this.caches.compiling.delete(d.key);
+          throw new NibbleError('gpu-error', `compiling ${d.desc.label}: ${(e as Error)?.message ?? String(e)}`);
+        },
+      );
+      p.catch(() => {}); // observed through the ops' ready()
+      this.caches.compiling.set(d.key, p);
+      this.onCompile?.(p);
+    }
+    return p;
+  }
+
+  /** Resolves when every op built so far has its pipeline (and rejects with the first compile error). */
+  async ready(): Promise<void> {
+    while (this.pending.length) {
+      const batch = this.pending.splice(0);
+      await Promise.all(batch);
+    }
+  }
+
+  private describe(name: string, code: string, entryPoint: string, constants: Record<string, number | boolean>): { key: string; desc: GPUComputePipelineDescriptor } {
     // keyed by the code itself: two shaders may share a name (format variants) but not code
     const key = `${code}\u0000${entryPoint}\u0000${JSON.stringify(constants)}`;
-    let p = this.pipelines.get(key);
-    if (p) return p;
-    let module = this.modules.get(code);
+    let module = this.caches.modules.get(code);
     if (!module) {
       module = this.device.createShaderModule({ label: name, code });
-      this.modules.set(code, module);
+      this.caches.modules.set(code, module);
     }
     const c: Record<string, number> = {};
     for (const [k, v] of Object.entries(constants)) c[k] = typeof v === 'boolean' ? (v ? 1 : 0) : v;
-    p = this.device.createComputePipeline({
-      label: `${name}:${entryPoint}`,
-      layout: 'auto',
-      compute: { module, entryPoint, constants: c },
-    });
-    this.pipelines.set(key, p);
-    return p;
+    return { key, desc: { label: `${name}:${entryPoint}`, layout: 'auto', compute: { module, entryPoint, constants: c } } };
   }
 
   buffer(size: number, label: string, usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC): GPUBuffer {
@@ -134,9 +186,22 @@ export class Runtime {
     });
   }
 
-  /** Builds an op whose binding 0 is the step uniform and bindings 1.. are `buffers`. */
-  op(label: string, pipeline: GPUComputePipeline, buffers: GPUBuffer[], grid: Op['grid']): Op {
-    return { label, pipeline, bindGroup: this.bindGroup(pipeline, [this.step, ...buffers], label), grid };
+  /**
+   * Builds an op whose binding 0 is the step uniform and bindings 1.. are `buffers`. With a pipeline
+   * still compiling (pipelineAsync), its pipeline and bind group are set once it is ready: call
+   * `ready()` before recording it.
+   */
+  op(label: string, pipeline: GPUComputePipeline | Promise<GPUComputePipeline>, buffers: GPUBuffer[], grid: Op['grid']): Op {
+    const all = [this.step, ...buffers];
+    if (!(pipeline instanceof Promise)) return { label, pipeline, bindGroup: this.bindGroup(pipeline, all, label), grid };
+    const op: Op = { label, pipeline: null as unknown as GPUComputePipeline, bindGroup: null as unknown as GPUBindGroup, grid };
+    const set = pipeline.then((p) => {
+      op.pipeline = p;
+      op.bindGroup = this.bindGroup(p, all, label);
+    });
+    set.catch(() => {}); // observed by ready(); never an unhandled rejection when a load fails first
+    this.pending.push(set);
+    return op;
   }
 
   /** Writes the step uniform (queued before the next submit). */
@@ -151,6 +216,9 @@ export class Runtime {
   /** Records ops into one compute pass (WebGPU orders storage writes between dispatches). */
   record(encoder: GPUCommandEncoder, ops: readonly Op[], s: StepShape): void {
     if (this.profiler) return this.recordProfiled(encoder, ops, s, this.profiler);
+    for (const op of ops) {
+      if (!op.pipeline) throw new NibbleError('gpu-error', `op ${op.label} recorded before its pipeline was ready (await Runtime.ready())`);
+    }
     const pass = encoder.beginComputePass();
     for (const op of ops) {
       const [x, y, z] = op.grid(s);
@@ -165,6 +233,9 @@ export class Runtime {
   /** record() while profiling: one compute pass per op, timed where the profiler gives it query slots. */
   private recordProfiled(encoder: GPUCommandEncoder, ops: readonly Op[], s: StepShape, profiler: PassProfiler): void {
     profiler.begin(s);
+    for (const op of ops) {
+      if (!op.pipeline) throw new NibbleError('gpu-error', `op ${op.label} recorded before its pipeline was ready (await Runtime.ready())`);
+    }
     for (const op of ops) {
       const [x, y, z] = op.grid(s);
       if (x === 0 || y === 0 || z === 0) continue;

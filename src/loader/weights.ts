@@ -4,11 +4,12 @@
  * scheduler (stream.ts) into the weight formats' builders — and then storing what was built in the
  * cache. LlamaModel.load calls this and wires the result into the graph.
  *
- * Phases (reported through onProgress):
+ * Phases (reported through onProgress; see LoadProgress):
  *   metadata  file sizes / ETags (one HEAD per weight file on the Hub), cache lookup
  *   cache     cached entries uploaded to the GPU (only when some exist)
  *   weights   the remaining tensors streamed, verified (sha256 of LFS files) and built
- *   done
+ *   quantize  the GPU finished building them (overlaps 'weights')
+ *   done      (Engine.load adds 'compile' and reports its own 'done' when the model can generate)
  * On any failure or abort every GPU buffer made so far is destroyed and nothing is cached.
  */
 import { NibbleError } from '../errors.ts';
@@ -21,21 +22,42 @@ import { resolveCache } from '../cache/index.ts';
 import { entryKey, ModelCacheHandle, shortHash, VECTOR_FORMAT, type EntryManifest } from '../cache/model-cache.ts';
 import type { WeightCache } from '../cache/types.ts';
 import { createFromEntry, describeBuffers, readable, readBack, readBackAll } from '../cache/gpu.ts';
+import { NonFiniteCheck, type NonFiniteReport } from '../quant/gpu-builder.ts';
 import { HostBudget } from './memory.ts';
+import { scanNonFinite } from './nonfinite.ts';
 import { toF32, type TensorInfo } from './safetensors.ts';
 import { DEFAULT_CHUNK_BYTES, DEFAULT_PARALLEL_READS, streamTensors, type StreamTarget } from './stream.ts';
 
 export const DEFAULT_HOST_MEMORY_BUDGET = 256 << 20;
 
+/**
+ * A load's progress. Phases, in order (a phase with no work is skipped; 'weights' and 'quantize'
+ * overlap, the GPU quantizing what was downloaded while the next bytes arrive):
+ *   metadata  file sizes / ETags, cache lookup
+ *   cache     cached weights uploaded to the GPU
+ *   weights   the checkpoint downloaded (bytesDone / bytesTotal: bytes read)
+ *   quantize  the GPU finished building (quantizing, uploading) the downloaded weights
+ *             (bytesDone / bytesTotal: their checkpoint bytes)
+ *   compile   the model's compute pipelines compiled (pipelinesDone / pipelinesTotal)
+ *   done      the model can generate: Engine.load resolves right after this event
+ */
 export interface LoadProgress {
-  phase: 'metadata' | 'cache' | 'weights' | 'done';
-  /** Bytes read so far in this phase (downloaded in 'weights', read from the cache in 'cache'). */
+  phase: 'metadata' | 'cache' | 'weights' | 'quantize' | 'compile' | 'done';
+  /** Bytes done in this phase (downloaded in 'weights', read from the cache in 'cache', built on the GPU in 'quantize'). */
   bytesDone: number;
   bytesTotal: number;
   tensorsDone: number;
   tensorsTotal: number;
-  /** The tensor being loaded. */
+  /** The tensor (weight) being loaded. */
   tensor?: string;
+  /**
+   * The whole load done, 0..1, never decreasing: download (or cache), quantize and compile each
+   * have a share (set by Engine.load; reaches 1 only with the 'done' event).
+   */
+  fraction?: number;
+  /** 'compile': pipelines compiled so far / in all (known once the graph is built). */
+  pipelinesDone?: number;
+  pipelinesTotal?: number;
 }
 
 export interface WeightLoadOptions {
@@ -108,13 +130,8 @@ export interface LoadedWeights {
   stats: LoadStats;
 }
 
-interface Job {
-  label: string;
-  kind: 'matrix' | 'vector';
-  members: TensorInfo[];
-  format: string;
-  rows: number;
-  cols: number;
+/** A weight being loaded: its spec and the load's state. */
+interface Job extends WeightSpec {
   /** Cache entry key (when a cache is open). */
   key?: string;
   rowsLeft: number;
@@ -123,6 +140,32 @@ interface Job {
   weight?: GpuWeight;
   buffer?: GPUBuffer;
   fromCache?: boolean;
+  /** Weight rows (matrix) or elements (vector) where each member tensor starts. */
+  bases?: number[];
+  /** Whether the GPU builder counts non-finite inputs itself (else the loader scans on the CPU). */
+  gpuCounted?: boolean;
+}
+
+/** The bad-tensor error of a weight whose checkpoint values hold NaN or ±Inf. */
+function nonFiniteError(tensor: string, count: number, where: string): NibbleError {
+  return new NibbleError(
+    'bad-tensor',
+    `tensor "${tensor}" holds ${count === 1 ? 'a non-finite value' : `${count} non-finite values`} (NaN or ±Inf), the first ${where}: the checkpoint is corrupt`,
+  );
+}
+
+/** The member tensor holding weight row `row` of a (possibly fused) matrix job. */
+function memberAt(j: Job, row: number): { name: string; row: number } {
+  const bases = j.bases ?? [0];
+  let i = bases.length - 1;
+  while (i > 0 && bases[i]! > row) i--;
+  return { name: j.members[i]!.name, row: row - bases[i]! };
+}
+
+function gpuNonFiniteError(j: Job, r: NonFiniteReport): NibbleError {
+  const m = memberAt(j, r.firstRow);
+  const fused = j.members.length > 1 ? ` of ${j.label}` : '';
+  return nonFiniteError(m.name, r.count, `in row ${m.row}${fused ? ` (${r.count} in all${fused})` : ''}`);
 }
 
 function fingerprint(m: FileMetadata | undefined): string | null {
@@ -137,6 +180,87 @@ function aborted(signal: AbortSignal | undefined): NibbleError {
   return new NibbleError('aborted', 'model load aborted', { cause: signal?.reason });
 }
 
+/** One GPU weight the graph needs: a 2-D weight (possibly fused from several tensors) or an f32 vector. */
+export interface WeightSpec {
+  label: string;
+  kind: 'matrix' | 'vector';
+  members: TensorInfo[];
+  /** The weight format (matrices), or VECTOR_FORMAT. */
+  format: string;
+  /** Matrices: rows × cols; vectors: 1 × elements. */
+  rows: number;
+  cols: number;
+}
+
+export interface WeightSpecs {
+  embed: WeightSpec;
+  /** The embedding itself when the model ties them. */
+  head: WeightSpec;
+  finalNorm: WeightSpec;
+  layers: Array<{
+    inputNorm: WeightSpec;
+    qkv: WeightSpec;
+    qkvBias: WeightSpec | null;
+    o: WeightSpec;
+    oBias: WeightSpec | null;
+    postNorm: WeightSpec;
+    gateUp: WeightSpec;
+    down: WeightSpec;
+  }>;
+  /** Every distinct weight, in load order. */
+  all: WeightSpec[];
+}
+
+/**
+ * The GPU weights of a Llama-family checkpoint under a plan: which tensors fill each one (q/k/v
+ * and gate/up fused), its format and shape. loadWeights builds exactly these; the memory preflight
+ * (src/api/preflight.ts) sizes them with the formats' layouts before anything is downloaded.
+ */
+export function describeWeights(cfg: LlamaConfig, tensors: Map<string, TensorInfo>, plan: QuantPlan): WeightSpecs {
+  const names = tensorNames(cfg);
+  const info = (name: string): TensorInfo => {
+    const t = tensors.get(name);
+    if (!t) throw new NibbleError('missing-tensor', `tensor "${name}" is missing from the checkpoint`);
+    return t;
+  };
+  const all: WeightSpec[] = [];
+  const matrix = (members: string[], format: string, label: string): WeightSpec => {
+    const ts = members.map(info);
+    const f = getFormat(format);
+    if (!f) throw new NibbleError('bad-argument', `unknown weight format "${format}"`);
+    const cols = ts[0]!.shape[1]!;
+    const rows = ts.reduce((a, t) => a + t.shape[0]!, 0);
+    const w: WeightSpec = { label, kind: 'matrix', members: ts, format, rows, cols };
+    all.push(w);
+    return w;
+  };
+  const vector = (members: string[], label: string): WeightSpec => {
+    const ts = members.map(info);
+    const n = ts.reduce((a, t) => a + t.shape.reduce((x, d) => x * d, 1), 0);
+    const w: WeightSpec = { label, kind: 'vector', members: ts, format: VECTOR_FORMAT, rows: 1, cols: n };
+    all.push(w);
+    return w;
+  };
+  const embed = matrix([names.embed], formatFor(plan, names.embed), names.embed);
+  const layers = names.layers.map((L, i) => {
+    const qkvNames = [L.q, L.k, L.v];
+    const guNames = [L.gate, L.up];
+    return {
+      inputNorm: vector([L.inputNorm], L.inputNorm),
+      qkv: matrix(qkvNames, formatForFused(plan, qkvNames), `layer${i}.qkv`),
+      qkvBias: L.qBias && L.kBias && L.vBias ? vector([L.qBias, L.kBias, L.vBias], `layer${i}.qkv_bias`) : null,
+      o: matrix([L.o], formatFor(plan, L.o), `layer${i}.o`),
+      oBias: L.oBias ? vector([L.oBias], L.oBias) : null,
+      postNorm: vector([L.postNorm], L.postNorm),
+      gateUp: matrix(guNames, formatForFused(plan, guNames), `layer${i}.gate_up`),
+      down: matrix([L.down], formatFor(plan, L.down), `layer${i}.down`),
+    };
+  });
+  const finalNorm = vector([names.finalNorm], names.finalNorm);
+  const head = names.lmHead ? matrix([names.lmHead], formatFor(plan, names.lmHead), names.lmHead) : embed;
+  return { embed, head, finalNorm, layers, all };
+}
+
 export async function loadWeights(
   rt: Runtime,
   cfg: LlamaConfig,
@@ -148,7 +272,6 @@ export async function loadWeights(
   const budget = new HostBudget(opts.hostMemoryBudget ?? DEFAULT_HOST_MEMORY_BUDGET);
   // A chunk never exceeds the budget, so every read, cache read and read-back fits in it.
   const chunkBytes = Math.min(budget.limit, Math.max(1 << 16, opts.chunkBytes ?? DEFAULT_CHUNK_BYTES));
-  const names = tensorNames(cfg);
   const stats: LoadStats = {
     cache: 'off',
     weightsFromCache: 0,
@@ -174,56 +297,54 @@ export async function loadWeights(
     if (opts.signal?.aborted) throw aborted(opts.signal);
   };
 
-  const info = (name: string): TensorInfo => {
-    const t = tensors.get(name);
-    if (!t) throw new NibbleError('missing-tensor', `tensor "${name}" is missing from the checkpoint`);
-    return t;
-  };
-
   // ---- the GPU weights the graph needs ----------------------------------------------------------
-  const jobs: Job[] = [];
-  const matrix = (members: string[], format: string, label: string): Job => {
-    const ts = members.map(info);
-    const f = getFormat(format);
-    if (!f) throw new NibbleError('bad-argument', `unknown weight format "${format}"`);
-    const cols = ts[0]!.shape[1]!;
-    const rows = ts.reduce((a, t) => a + t.shape[0]!, 0);
-    const j: Job = { label, kind: 'matrix', members: ts, format, rows, cols, rowsLeft: rows };
-    jobs.push(j);
-    return j;
-  };
-  const vector = (members: string[], label: string): Job => {
-    const ts = members.map(info);
-    const n = ts.reduce((a, t) => a + t.shape.reduce((x, d) => x * d, 1), 0);
-    const j: Job = { label, kind: 'vector', members: ts, format: VECTOR_FORMAT, rows: 1, cols: n, rowsLeft: ts.length };
-    jobs.push(j);
-    return j;
-  };
-  const embedJob = matrix([names.embed], formatFor(plan, names.embed), names.embed);
-  const layerJobs = names.layers.map((L, i) => {
-    const qkvNames = [L.q, L.k, L.v];
-    const guNames = [L.gate, L.up];
-    return {
-      inputNorm: vector([L.inputNorm], L.inputNorm),
-      qkv: matrix(qkvNames, formatForFused(plan, qkvNames), `layer${i}.qkv`),
-      qkvBias: L.qBias && L.kBias && L.vBias ? vector([L.qBias, L.kBias, L.vBias], `layer${i}.qkv_bias`) : null,
-      o: matrix([L.o], formatFor(plan, L.o), `layer${i}.o`),
-      oBias: L.oBias ? vector([L.oBias], L.oBias) : null,
-      postNorm: vector([L.postNorm], L.postNorm),
-      gateUp: matrix(guNames, formatForFused(plan, guNames), `layer${i}.gate_up`),
-      down: matrix([L.down], formatFor(plan, L.down), `layer${i}.down`),
-    };
-  });
-  const finalNormJob = vector([names.finalNorm], names.finalNorm);
-  const headJob = names.lmHead ? matrix([names.lmHead], formatFor(plan, names.lmHead), names.lmHead) : embedJob;
+  const spec = describeWeights(cfg, tensors, plan);
+  const jobs: Job[] = spec.all.map((w) => ({ ...w, rowsLeft: w.kind === 'matrix' ? w.rows : w.members.length }));
+  const jobOf = new Map(spec.all.map((w, i) => [w, jobs[i]!]));
+  const job = (w: WeightSpec): Job => jobOf.get(w)!;
+  const embedJob = job(spec.embed);
+  const layerJobs = spec.layers.map((L) => ({
+    inputNorm: job(L.inputNorm),
+    qkv: job(L.qkv),
+    qkvBias: L.qkvBias ? job(L.qkvBias) : null,
+    o: job(L.o),
+    oBias: L.oBias ? job(L.oBias) : null,
+    postNorm: job(L.postNorm),
+    gateUp: job(L.gateUp),
+    down: job(L.down),
+  }));
+  const finalNormJob = job(spec.finalNorm);
+  const headJob = job(spec.head);
 
   const allTensors = jobs.flatMap((j) => j.members);
   const tensorsTotal = allTensors.length;
   let tensorsDone = 0;
-  const progress = (phase: LoadProgress['phase'], bytesDone: number, bytesTotal: number, tensor?: string) =>
-    opts.onProgress?.({ phase, bytesDone, bytesTotal, tensorsDone, tensorsTotal, tensor });
+  let failed = false;
+  const progress = (phase: LoadProgress['phase'], bytesDone: number, bytesTotal: number, tensor?: string) => {
+    if (!failed) opts.onProgress?.({ phase, bytesDone, bytesTotal, tensorsDone, tensorsTotal, tensor });
+  };
+  // 'quantize': a marker after each built weight's GPU work (queue order), so the phase reports
+  // what the GPU finished, not what was queued
+  let quantDone = 0;
+  let quantTotal = 0;
+  const quantMarkers: Array<Promise<void>> = [];
+  const tensorBytes = (j: Job) => j.members.reduce((a, t) => a + (t.end - t.start), 0);
+  const built = (j: Job) => {
+    const n = tensorBytes(j);
+    quantMarkers.push(
+      rt.device.queue.onSubmittedWorkDone().then(
+        () => {
+          quantDone += n;
+          progress('quantize', quantDone, quantTotal, j.label);
+        },
+        () => {},
+      ),
+    );
+  };
 
   const owned: GPUBuffer[] = [];
+  // NaN / ±Inf in the checkpoint: counted by the GPU quantizers, read back before anything is cached
+  const nonFinite = NonFiniteCheck.begin(rt);
   let handle: ModelCacheHandle | null = null;
   let staging: Promise<void> = Promise.resolve();
   let cacheFailed = false;
@@ -409,11 +530,14 @@ export async function loadWeights(
     };
 
     const targets: StreamTarget[] = [];
+    quantTotal = jobs.reduce((a, j) => a + (j.kind === 'matrix' && !j.fromCache ? tensorBytes(j) : 0), 0);
     for (const j of jobs) {
       if (j.fromCache) continue;
       let base = 0;
+      j.bases = [];
       for (const t of j.members) {
         const memberBase = base;
+        j.bases.push(memberBase);
         const rowsOf = t.shape.length >= 2 ? t.shape[0]! : 1;
         let left = rowsOf;
         const elems = t.shape.reduce((x, d) => x * d, 1);
@@ -424,10 +548,17 @@ export async function loadWeights(
             if (j.kind === 'matrix') {
               if (!j.builder) {
                 j.builder = getFormat(j.format)!.create(rt, j.rows, j.cols, j.label);
+                j.gpuCounted = nonFinite.tracks(j.label);
                 stats.weightsBuilt++;
+              }
+              if (!j.gpuCounted) {
+                const nf = scanNonFinite(bytes, t.dtype);
+                if (nf.count > 0) throw nonFiniteError(t.name, nf.count, `in row ${row0 + Math.floor(nf.first / j.cols)}`);
               }
               j.builder.write(memberBase + row0, t.dtype, bytes);
             } else {
+              const nf = scanNonFinite(bytes, t.dtype);
+              if (nf.count > 0) throw nonFiniteError(t.name, nf.count, `at element ${nf.first}`);
               j.vec ??= new Float32Array(j.cols);
               j.vec.set(toF32(bytes, t.dtype), memberBase);
             }
@@ -442,6 +573,7 @@ export async function loadWeights(
               j.builder = undefined;
               j.weight = w;
               owned.push(...w.buffers);
+              built(j);
               stage(j, w.buffers);
             } else {
               const b = rt.upload(j.vec!, j.label);
@@ -479,6 +611,13 @@ export async function loadWeights(
         throw new NibbleError('missing-tensor', `weight ${j.label} did not receive all its bytes`);
       }
     }
+    await Promise.all(quantMarkers);
+    // the quantizers' non-finite counts (one readback for every weight built on the GPU)
+    for (const r of await nonFinite.results()) {
+      const j = jobs.find((x) => x.label === r.label && x.kind === 'matrix');
+      if (j) throw gpuNonFiniteError(j, r);
+      throw new NibbleError('bad-tensor', `weight ${r.label} holds ${r.count} non-finite values (NaN or ±Inf): the checkpoint is corrupt`);
+    }
     stats.timeMs.weights = performance.now() - t0;
 
     // ---- commit the cache -------------------------------------------------------------------------
@@ -497,6 +636,7 @@ export async function loadWeights(
     stats.timeMs.cacheWrite = cacheWriteMs;
     if (handle) stats.cache = stats.weightsFromCache === jobs.length ? 'hit' : stats.weightsFromCache > 0 ? 'partial' : 'miss';
   } catch (e) {
+    failed = true;
     ctl.abort(e);
     await staging.catch(() => {});
     await handle?.discard().catch(() => {});
@@ -515,6 +655,7 @@ export async function loadWeights(
     if (opts.signal?.aborted && !(e instanceof NibbleError && e.code === 'aborted')) throw aborted(opts.signal);
     throw e;
   } finally {
+    nonFinite.end();
     opts.signal?.removeEventListener('abort', onOuterAbort);
   }
 

@@ -190,6 +190,14 @@ export function parseConfig(json: unknown, generationConfig?: unknown): LlamaCon
     headDim = hiddenSize / numHeads;
   }
   if (headDim % 2 !== 0) throw badConfig(`head_dim (${headDim}) must be even for rotary embeddings`);
+  // the kernels' limits, checked here, before any weight byte is read: attention.wgsl keeps a head
+  // in vec4 registers (head_dim a multiple of 4, at most 256); matmul.wgsl reads rows as vec4
+  if (headDim % 4 !== 0 || headDim > 256) {
+    throw new NibbleError('unsupported-architecture', `head_dim ${headDim} is not supported: nibble's attention needs a multiple of 4, at most 256`);
+  }
+  for (const [k, v] of [['hidden_size', hiddenSize], ['intermediate_size', intermediateSize]] as const) {
+    if (v % 4 !== 0) throw new NibbleError('unsupported-architecture', `${k} ${v} is not supported: nibble's matmul needs a multiple of 4`);
+  }
 
   // transformers v5 may nest rope settings in `rope_parameters`; prefer top-level fields.
   const ropeParams = isObject(json.rope_parameters) ? json.rope_parameters : undefined;

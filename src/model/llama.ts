@@ -32,6 +32,11 @@ export interface ModelLoadOptions extends WeightLoadOptions {
   maxLogitRows?: number;
   /** Rows of the speculative verify pass (draft tokens + 1, ≤ 8): builds the multi-row decode variant. */
   verifyRows?: number;
+  /**
+   * Return before the graph's pipelines are compiled (they compile concurrently meanwhile): the
+   * caller awaits `rt.ready()` before the first pass (the engine loads a draft's weights first).
+   */
+  deferCompile?: boolean;
   /** Matmul lane reduction (default 'auto': chosen for the adapter; tests force each variant). */
   matmul?: MatmulReduce | 'auto';
 }
@@ -200,6 +205,8 @@ export class LlamaModel {
         host: w.budget.meter,
       });
       model.loadStats = w.stats;
+      // the pipelines, compiled concurrently (createComputePipelineAsync)
+      if (!opts.deferCompile) await rt.ready();
       return model;
     } catch (e) {
       for (const b of owned) b.destroy();

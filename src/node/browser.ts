@@ -45,7 +45,11 @@ export function chromiumArgs(gpu: 'swiftshader' | 'native'): string[] {
     : [...common, '--use-vulkan=native', '--use-angle=vulkan', '--ignore-gpu-blocklist'];
 }
 
-export async function launchChromium(opts: { gpu?: GpuMode } = {}): Promise<Browser> {
+/**
+ * Launches headless Chromium. `handleSIGINT` (default true): Ctrl-C closes the browser and exits
+ * the process with 130 (puppeteer's handler); false leaves SIGINT to the caller (`nibble chat`).
+ */
+export async function launchChromium(opts: { gpu?: GpuMode; handleSIGINT?: boolean } = {}): Promise<Browser> {
   const gpu = resolveGpuMode(opts.gpu);
   const userDataDir = mkdtempSync(join(tmpdir(), 'nibble-chromium-'));
   const browser = await puppeteer.launch({
@@ -54,6 +58,7 @@ export async function launchChromium(opts: { gpu?: GpuMode } = {}): Promise<Brow
     args: chromiumArgs(gpu),
     userDataDir,
     protocolTimeout: 0,
+    handleSIGINT: opts.handleSIGINT ?? true,
   });
   browser.on('disconnected', () => {
     // Chromium may still be writing its profile as it exits; retry, and never crash the host on it

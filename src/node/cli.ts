@@ -1,7 +1,11 @@
+import { FORMAT_NAMES, isFormatName, type FormatName } from '../quant/plan.ts';
 import { parseArgs } from 'node:util';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { resolve } from 'node:path';
-import { RuntimeHost } from './host.ts';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { classifyModel, hubToken, RuntimeHost } from './host.ts';
+import { resolveSource } from '../api/resolve.ts';
+import { repoRoot } from './paths.ts';
+import { NibbleError } from '../errors.ts';
 import type { GpuMode } from './browser.ts';
 import { createInterface } from 'node:readline';
 import type { LoadOptions } from '../api/engine.ts';
@@ -12,48 +16,101 @@ import type { ChatMessage } from '../api/chat.ts';
 /**
  * nibble's command line. Engine work runs in headless Chromium on WebGPU (RuntimeHost); the
  * Hub mirror and the synthetic-model writer run in Node.
+ *
+ * Every command has its own usage (`nibble <command> --help`). Usage errors (unknown or malformed
+ * flags, values out of range, missing required flags, no arguments at all) print the command's
+ * usage on stderr and exit 2; other errors exit 1 with the NibbleError code.
  */
-const USAGE = `nibble — LLM inference on WebGPU
-
-Usage:
-  nibble generate --model M --prompt TEXT [--max-new-tokens N] [--quant Q] [--json]
-                  [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--seed S]
-                  [--stop TEXT]... [--draft M2|self [--draft-quant Q] [--draft-tokens K]]
-  nibble chat --model M [--system TEXT] [--max-new-tokens N] [--quant Q] [--stats] [sampling and --draft options as above]
-  nibble eval --model M --text-file F [--quant Q] [--json]
-  nibble hub-serve --dir DIR [--port N] [--host H] [--latency-ms MS] [--cut-after BYTES] [--fail-rate P]
-  nibble bench [--model M | --shape S] [--quant Q1,Q2,...] [--prompt-tokens N] [--new-tokens N] [--runs N]
-               [--draft-quant Q [--draft-tokens K]] [--matmul V] [--profile] [--probe-mib N] [--json] [--out FILE]
-  nibble synth --shape S [--dtype bf16|f16|f32] [--out DIR] [--shards N] [--layers N] [--seed N]
-
-Model M: a local folder in Hugging Face layout, a URL of one, or a Hub id "org/name".
-Common options:
+const MODEL_HELP = `Model M: a local folder in Hugging Face layout, a URL of one, or a Hub id "org/name".
+Model options:
   --quant Q            f32 (default), f16, int8, nf4, nf4-dq
-  --context-length N   KV cache length (default min(max_position_embeddings, 4096))
+  --context-length N   KV cache length, 1 to the model's max_position_embeddings
+                       (default min(max_position_embeddings, 4096); above the maximum: the maximum, with a warning)
   --gpu MODE           auto (default) | swiftshader | native
   --hub URL            Hub endpoint (default $HF_ENDPOINT or https://huggingface.co)
   --revision REV       Hub revision (default main)
-  --token TOKEN        Hub access token (default $HF_TOKEN)
-Generation:
-  --temperature T      0 = greedy (generate's default); sampling runs on the GPU
-  --top-k K, --top-p P, --min-p P, --repetition-penalty R   filters / penalty (HF semantics)
-  --seed S             seed of the draw (uint32): the same seed and settings give the same text
+  --token TOKEN        Hub access token (default $HF_TOKEN); sent only to the Hub endpoint, never
+                       to a model URL or local folder on another origin`;
+
+const SAMPLING_HELP = `Generation:
+  --max-new-tokens N   most tokens to generate
+  --temperature T      ≥ 0; 0 = greedy (generate's default); sampling runs on the GPU
+  --top-k K            integer ≥ 0 (0: off)      --top-p P   in (0, 1]      --min-p P   in [0, 1]
+  --repetition-penalty R   > 0 (HF semantics)
+  --seed S             seed of the draw (0..4294967295): the same seed and settings give the same text
   --stop TEXT          stop string (repeatable); it is not printed
   --draft M2           speculative decoding with draft model M2 ("self" or M itself: the target's
-                       checkpoint again at --draft-quant, default nf4); --draft-tokens K per round (4)
-Chat (a terminal REPL; reads one user message per line from stdin when it is not a terminal):
-  /reset clears the history, /exit quits. Sampling defaults come from generation_config.json, else
-  temperature 0.7, top-p 0.9. --stats prints each turn's token counts and speed on stderr (always
-  on in a terminal).
-Bench (see bench/README.md): a roofline probe, then per format prefill of 64- and 512-token prompts
-  and decode of --new-tokens (32) after --prompt-tokens (64), medians of --runs (3), every prompt
-  uncached. --shape S (default smollm2-135m) benches a synthetic model of that shape; --draft-quant Q
-  adds a self-speculative row per format; --profile adds per-kernel GPU time (timestamp-query);
-  --json prints one JSON object per line; --matmul auto|subgroup|workgroup|row forces the matmul
-  kernel variant; progress goes to stderr.
-Synthetic shapes: smollm2-135m, smollm2-360m, llama-3.2-1b, qwen2.5-0.5b`;
+                       checkpoint again at --draft-quant, default nf4); --draft-tokens K per round (1..32, default 4)`;
+
+const USAGE_GENERATE = `Usage: nibble generate --model M --prompt TEXT [--max-new-tokens N (128)] [--json] [options]
+
+Generates text after TEXT. Streams it to stdout (timings on stderr); --json prints one object
+{ text, promptTokenIds, tokenIds, finishReason, timings, adapter, ... } instead.
+
+${MODEL_HELP}
+${SAMPLING_HELP}`;
+
+const USAGE_CHAT = `Usage: nibble chat --model M [--system TEXT] [--max-new-tokens N] [--stats] [options]
+
+A terminal chat (reads one user message per line from stdin when it is not a terminal).
+/reset clears the history, /exit quits. Ctrl-C stops a reply; Ctrl-C at the prompt exits (130).
+When the conversation outgrows the context the oldest turns are dropped (the system prompt stays). Sampling defaults come from generation_config.json, else
+temperature 0.7, top-p 0.9. --stats prints each turn's token counts and speed on stderr (always
+on in a terminal).
+
+${MODEL_HELP}
+${SAMPLING_HELP}`;
+
+const USAGE_EVAL = `Usage: nibble eval --model M --text-file F [--json] [options]
+
+Perplexity of the model over the text of F, with the format's bits per weight.
+
+${MODEL_HELP}`;
+
+const USAGE_HUB_SERVE = `Usage: nibble hub-serve --dir DIR [--port N] [--host H] [--latency-ms MS] [--cut-after BYTES] [--fail-rate P]
+
+A local Hugging Face Hub mirror of DIR/<org>/<name>/<files> (set HF_ENDPOINT or --hub to its URL).
+Only files whose real path is inside DIR are served (symlinks pointing out of it are not).
+  --port N             0..65535 (default 0: any free port)
+  --host H             address to bind (default 127.0.0.1)
+  --latency-ms MS, --cut-after BYTES, --fail-rate P (0..1)   fault injection on *.safetensors`;
+
+const USAGE_BENCH = `Usage: nibble bench [--model M | --shape S] [--quant Q1,Q2,...] [--prompt-tokens N] [--new-tokens N] [--runs N]
+                   [--prefill-lengths N1,N2,...] [--draft-quant Q [--draft-tokens K]] [--matmul V] [--profile]
+                   [--probe-mib N] [--json] [--out FILE]
+
+A roofline probe, then per format prefill of 64- and 512-token prompts (--prefill-lengths; "" for
+none) and decode of --new-tokens
+(32) after --prompt-tokens (64), medians of --runs (3), every prompt uncached. --shape S (default
+smollm2-135m; also smollm2-360m, llama-3.2-1b, qwen2.5-0.5b) benches a synthetic model of that
+shape; --draft-quant Q adds a self-speculative row per format; --profile adds per-kernel GPU time
+(timestamp-query); --json prints one JSON object per line; --matmul auto|subgroup|workgroup|row
+forces the matmul kernel variant; progress goes to stderr. See bench/README.md.
+
+${MODEL_HELP}`;
+
+const USAGE_SYNTH = `Usage: nibble synth --shape S [--dtype bf16|f16|f32] [--out DIR] [--shards N] [--layers N] [--seed N]
+
+Writes a synthetic model (random weights) of a real shape: smollm2-135m, smollm2-360m,
+llama-3.2-1b, qwen2.5-0.5b (default folder .cache/synth/...).`;
+
+const USAGE = `nibble — LLM inference on WebGPU
+
+Usage:
+  nibble generate --model M --prompt TEXT [options]   generate text
+  nibble chat --model M [options]                     interactive chat
+  nibble eval --model M --text-file F [options]       perplexity
+  nibble hub-serve --dir DIR [--port N]               local Hub mirror
+  nibble bench [--model M | --shape S] [options]      benchmark
+  nibble synth --shape S [options]                    synthetic model of a real shape
+  nibble --version
+
+Run "nibble <command> --help" for a command's options. Usage errors exit 2, other errors 1.`;
 
 class UsageError extends Error {}
+
+type Options = Record<string, { type: 'string' | 'boolean'; multiple?: boolean; short?: string }>;
+type Values = Record<string, string | boolean | string[] | undefined>;
 
 const COMMON = {
   model: { type: 'string' },
@@ -82,79 +139,184 @@ const GENERATION = {
   'draft-tokens': { type: 'string' },
 } as const;
 
-function samplingFlags(v: Record<string, unknown>): SamplingOptions {
+/**
+ * parseArgs with nibble's rules: a string option takes the next argument as its value even when it
+ * starts with "-" (`--top-k -1`, `--prompt "-x"`), unless that argument is one of the command's own
+ * flags; every parse failure is a UsageError.
+ */
+export function parseFlags(argv: string[], options: Options): Values {
+  const flag = (a: string): boolean => {
+    if (a === '--') return true;
+    const m = /^--([^=]+)/.exec(a);
+    if (m) return m[1] in options;
+    return /^-[a-zA-Z]$/.test(a) && Object.values(options).some((o) => o.short === a[1]);
+  };
+  const args: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const m = /^--([^=]+)$/.exec(a);
+    if (m && options[m[1]]?.type === 'string' && i + 1 < argv.length && argv[i + 1].startsWith('-') && !flag(argv[i + 1])) {
+      args.push(`${a}=${argv[++i]}`);
+    } else args.push(a);
+  }
+  try {
+    return parseArgs({ args, options, strict: true, allowPositionals: false }).values as Values;
+  } catch (e) {
+    if (String((e as { code?: string }).code).startsWith('ERR_PARSE_ARGS')) {
+      throw new UsageError((e as Error).message.split('\n')[0].replace(/ To specify an option argument.*$/, ''));
+    }
+    throw e;
+  }
+}
+
+function str(v: Values, name: string): string | undefined {
+  const x = v[name];
+  return typeof x === 'string' ? x : undefined;
+}
+
+interface Bounds {
+  min?: number;
+  max?: number;
+  /** min is exclusive */
+  above?: boolean;
+}
+
+function describeBounds(b: Bounds, kind: string): string {
+  if (b.min !== undefined && b.max !== undefined) return `${kind} in ${b.above ? '(' : '['}${b.min}, ${b.max}]`;
+  if (b.min !== undefined) return `${kind} ${b.above ? '>' : '≥'} ${b.min}`;
+  return kind;
+}
+
+function checkBounds(n: number, b: Bounds): boolean {
+  if (b.min !== undefined && (b.above ? n <= b.min : n < b.min)) return false;
+  if (b.max !== undefined && n > b.max) return false;
+  return true;
+}
+
+/** An integer flag: undefined → `def`; empty, not an integer, or out of bounds → UsageError. */
+function int(v: string | undefined, name: string, def?: number, b: Bounds = { min: 0 }): number | undefined {
+  if (v === undefined) return def;
+  const want = describeBounds(b, 'an integer');
+  if (v.trim() === '') throw new UsageError(`--${name} needs a value (${want})`);
+  const n = Number(v);
+  if (!/^\s*[+-]?\d+\s*$/.test(v) || !Number.isSafeInteger(n) || !checkBounds(n, b)) throw new UsageError(`--${name} must be ${want}, got "${v}"`);
+  return n;
+}
+
+/** A number flag: undefined → undefined; empty, not a finite number, or out of bounds → UsageError. */
+function num(v: string | undefined, name: string, b: Bounds = {}): number | undefined {
+  if (v === undefined) return undefined;
+  const want = describeBounds(b, 'a number');
+  if (v.trim() === '') throw new UsageError(`--${name} needs a value (${want})`);
+  const n = Number(v);
+  if (!/^\s*[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?\s*$/i.test(v) || !Number.isFinite(n) || !checkBounds(n, b)) {
+    throw new UsageError(`--${name} must be ${want}, got "${v}"`);
+  }
+  return n;
+}
+
+const GPU_MODES: GpuMode[] = ['auto', 'swiftshader', 'native'];
+
+function gpuMode(v: Values): GpuMode {
+  const g = str(v, 'gpu') ?? 'auto';
+  if (!(GPU_MODES as string[]).includes(g)) throw new UsageError(`--gpu must be one of ${GPU_MODES.join(', ')}, got "${g}"`);
+  return g as GpuMode;
+}
+
+function samplingFlags(v: Values): SamplingOptions {
   const o: SamplingOptions = {};
-  const t = num(v.temperature as string | undefined, 'temperature');
+  const t = num(str(v, 'temperature'), 'temperature', { min: 0 });
   if (t !== undefined) o.temperature = t;
-  const k = int(v['top-k'] as string | undefined, 'top-k');
+  const k = int(str(v, 'top-k'), 'top-k');
   if (k !== undefined) o.topK = k;
-  const p = num(v['top-p'] as string | undefined, 'top-p');
+  const p = num(str(v, 'top-p'), 'top-p', { min: 0, max: 1, above: true });
   if (p !== undefined) o.topP = p;
-  const mp = num(v['min-p'] as string | undefined, 'min-p');
+  const mp = num(str(v, 'min-p'), 'min-p', { min: 0, max: 1 });
   if (mp !== undefined) o.minP = mp;
-  const rp = num(v['repetition-penalty'] as string | undefined, 'repetition-penalty');
+  const rp = num(str(v, 'repetition-penalty'), 'repetition-penalty', { min: 0, above: true });
   if (rp !== undefined) o.repetitionPenalty = rp;
-  const seed = int(v.seed as string | undefined, 'seed');
+  const seed = int(str(v, 'seed'), 'seed', undefined, { min: 0, max: 0xffffffff });
   if (seed !== undefined) o.seed = seed;
   return o;
 }
 
-function int(v: string | undefined, name: string, def?: number): number | undefined {
-  if (v === undefined) return def;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0) throw new UsageError(`--${name} must be a non-negative integer, got "${v}"`);
-  return n;
+/** The version in nibble's package.json. */
+export function version(): string {
+  return (JSON.parse(readFileSync(resolve(repoRoot(), 'package.json'), 'utf8')) as { version: string }).version;
 }
 
-function num(v: string | undefined, name: string): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isFinite(n)) throw new UsageError(`--${name} must be a number, got "${v}"`);
-  return n;
+interface LoadFlags {
+  model: string;
+  gpu: GpuMode;
+  load: LoadOptions;
+  /** --draft as given, when not the target itself */
+  draft?: string;
 }
 
-/** Starts the runtime and loads the model named by --model. */
-async function loadModel(
-  v: Record<string, unknown>,
-  quiet: boolean,
-): Promise<{ host: RuntimeHost; info: { adapter: { summary: string }; loadMs: number; generationDefaults?: SamplingOptions } & Record<string, unknown> }> {
-  const model = v.model as string | undefined;
+/** Checks the model flags (no browser yet): usage errors and unknown local paths fail fast. */
+function modelFlags(v: Values): LoadFlags {
+  const model = str(v, 'model');
   if (!model) throw new UsageError('--model is required');
   if (v.draft === undefined && (v['draft-quant'] !== undefined || v['draft-tokens'] !== undefined)) {
     throw new UsageError('--draft-quant and --draft-tokens need --draft');
   }
-  const host = await RuntimeHost.start({ gpu: (v.gpu as GpuMode | undefined) ?? 'auto' });
-  try {
-    const url = host.modelUrl(model);
-    const load: LoadOptions = {
-      quant: (v.quant as string | undefined) ?? 'f32',
-      contextLength: int(v['context-length'] as string | undefined, 'context-length'),
-      hubEndpoint: (v.hub as string | undefined) ?? process.env.HF_ENDPOINT,
-      revision: v.revision as string | undefined,
-      token: (v.token as string | undefined) ?? process.env.HF_TOKEN,
-      // the CLI's Chromium profile is temporary: a browser weight cache would be written and thrown away
-      cache: false,
+  const gpu = gpuMode(v);
+  classifyModel(model);
+  const load: LoadOptions = {
+    quant: (str(v, 'quant') ?? 'f32') as FormatName, // an unknown name is the engine's bad-argument
+    contextLength: int(str(v, 'context-length'), 'context-length', undefined, { min: 1 }),
+    hubEndpoint: str(v, 'hub') ?? process.env.HF_ENDPOINT,
+    revision: str(v, 'revision'),
+    token: str(v, 'token') ?? process.env.HF_TOKEN,
+    // the CLI's Chromium profile is temporary: a browser weight cache would be written and thrown away
+    cache: false,
+  };
+  const draft = str(v, 'draft');
+  let other: string | undefined;
+  if (draft !== undefined) {
+    // the target itself ("self", or the same --model) → its checkpoint again at a cheaper format
+    const self = draft === 'self' || draft === model;
+    if (!self) classifyModel(draft);
+    other = self ? undefined : draft;
+    load.draft = {
+      quant: (str(v, 'draft-quant') ?? (self ? 'nf4' : load.quant)) as FormatName,
+      tokens: int(str(v, 'draft-tokens'), 'draft-tokens', 4, { min: 1, max: 32 }),
     };
-    const draft = v.draft as string | undefined;
-    if (draft !== undefined) {
-      // the target itself ("self", or the same --model) → its checkpoint again at a cheaper format
-      const self = draft === 'self' || draft === model;
-      load.draft = {
-        model: self ? undefined : host.modelUrl(draft),
-        quant: (v['draft-quant'] as string | undefined) ?? (self ? 'nf4' : load.quant),
-        tokens: int(v['draft-tokens'] as string | undefined, 'draft-tokens', 4),
-      };
-    }
+  }
+  return { model, gpu, load, draft: other };
+}
+
+type LoadInfo = {
+  adapter: { summary: string };
+  loadMs: number;
+  contextLength: number;
+  config: { maxPositionEmbeddings: number };
+  generationDefaults?: SamplingOptions;
+} & Record<string, unknown>;
+
+/** Starts the runtime and loads the model named by --model. */
+async function loadModel(f: LoadFlags, quiet: boolean, handleSIGINT = true): Promise<{ host: RuntimeHost; info: LoadInfo }> {
+  const host = await RuntimeHost.start({ gpu: f.gpu, handleSIGINT });
+  try {
+    const load: LoadOptions = { ...f.load };
+    if (f.draft !== undefined && load.draft) load.draft = { ...load.draft, model: host.modelUrl(f.draft) };
     const off = quiet
       ? () => {}
       : host.on((ev) => {
           if (ev.type !== 'progress' || !process.stderr.isTTY) return;
           const p = ev as unknown as LoadProgress;
-          const pct = p.bytesTotal ? Math.floor((100 * p.bytesDone) / p.bytesTotal) : 100;
-          process.stderr.write(`\rloading ${pct}% (${p.tensorsDone}/${p.tensorsTotal} tensors)${p.phase === 'done' ? '\n' : ''}`);
+          const pct = Math.floor(100 * (p.fraction ?? (p.bytesTotal ? p.bytesDone / p.bytesTotal : 1)));
+          const what = p.phase === 'compile' ? `compiling ${p.pipelinesDone}/${p.pipelinesTotal} pipelines` : p.phase === 'quantize' ? 'quantizing' : `${p.tensorsDone}/${p.tensorsTotal} tensors`;
+          process.stderr.write(`\rloading ${pct}% (${what})\x1b[K${p.phase === 'done' ? '\n' : ''}`);
         });
-    const info = await host.run<{ adapter: { summary: string }; loadMs: number; generationDefaults?: SamplingOptions }>({ kind: 'load', model: url, load });
+    const info = await host.run<LoadInfo>({ kind: 'load', model: host.modelUrl(f.model), load });
     off();
+    const want = f.load.contextLength;
+    if (want !== undefined && info.contextLength < want) {
+      process.stderr.write(
+        `nibble: warning: --context-length ${want} is above the model's maximum of ${info.config.maxPositionEmbeddings} positions (max_position_embeddings): using ${info.contextLength}\n`,
+      );
+    }
     return { host, info };
   } catch (e) {
     await host.close();
@@ -162,23 +324,19 @@ async function loadModel(
   }
 }
 
-async function cmdGenerate(argv: string[]): Promise<void> {
-  const { values: v } = parseArgs({
-    args: argv,
-    options: { ...COMMON, ...GENERATION, prompt: { type: 'string' } },
-  });
-  if (v.help) return void console.log(USAGE);
-  if (v.prompt === undefined) throw new UsageError('--prompt is required');
-  const maxNewTokens = int(v['max-new-tokens'], 'max-new-tokens', 128)!;
+async function cmdGenerate(v: Values): Promise<void> {
+  const prompt = str(v, 'prompt');
+  if (prompt === undefined) throw new UsageError('--prompt is required');
+  const maxNewTokens = int(str(v, 'max-new-tokens'), 'max-new-tokens', 128)!;
   const sampling = samplingFlags(v);
-  const { host } = await loadModel(v, !!v.json);
+  const { host } = await loadModel(modelFlags(v), !!v.json);
   try {
     const off = v.json
       ? () => {}
       : host.on((ev) => {
           if (ev.type === 'text') process.stdout.write(String(ev.text));
         });
-    const r = await host.run<Record<string, unknown>>({ kind: 'generate', prompt: v.prompt, maxNewTokens, stream: !v.json, sampling, stop: v.stop });
+    const r = await host.run<Record<string, unknown>>({ kind: 'generate', prompt, maxNewTokens, stream: !v.json, sampling, stop: v.stop as string[] | undefined });
     off();
     const spec = r.speculative as { acceptanceRate: number; tokensPerTargetPass: number } | undefined;
     if (v.json) {
@@ -196,22 +354,110 @@ async function cmdGenerate(argv: string[]): Promise<void> {
   }
 }
 
-async function cmdChat(argv: string[]): Promise<void> {
-  const { values: v } = parseArgs({ args: argv, options: { ...COMMON, ...GENERATION, system: { type: 'string' }, stats: { type: 'boolean' } } });
-  if (v.help) return void console.log(USAGE);
-  const maxNewTokens = int(v['max-new-tokens'], 'max-new-tokens');
+/**
+ * Whether the model named by `f` has a chat template, read before the (slow) load: a local
+ * folder's tokenizer_config.json `chat_template` or its chat_template.jinja, or the same files of a
+ * URL or Hub id. Throws `no-chat-template` when the model positively has none; when the files
+ * cannot be read (missing, network) it says nothing and the load reports the problem.
+ */
+async function checkChatTemplate(f: LoadFlags): Promise<void> {
+  const hasTemplate = (cfgText: string): boolean | undefined => {
+    let cfg: { chat_template?: unknown };
+    try {
+      cfg = JSON.parse(cfgText) as { chat_template?: unknown };
+    } catch {
+      return undefined;
+    }
+    const t = cfg.chat_template;
+    if (typeof t === 'string') return t.length > 0;
+    if (Array.isArray(t)) return t.some((x) => typeof (x as { template?: unknown })?.template === 'string' && (x as { template: string }).template.length > 0);
+    return false;
+  };
+  let verdict: boolean | undefined;
+  if (classifyModel(f.model).kind === 'local') {
+    let cfgText: string;
+    try {
+      cfgText = readFileSync(join(f.model, 'tokenizer_config.json'), 'utf8');
+    } catch {
+      return;
+    }
+    verdict = hasTemplate(cfgText) || existsSync(join(f.model, 'chat_template.jinja'));
+  } else {
+    try {
+      const source = resolveSource(f.model, { hubEndpoint: f.load.hubEndpoint, revision: f.load.revision, token: hubToken(f.model, f.load), retries: 1 });
+      const signal = AbortSignal.timeout(20_000);
+      const has = hasTemplate(await source.text('tokenizer_config.json', signal));
+      verdict = has === undefined ? undefined : has || (await source.exists('chat_template.jinja', signal));
+    } catch {
+      return;
+    }
+  }
+  if (verdict === false) {
+    throw new NibbleError(
+      'no-chat-template',
+      `${f.model} has no chat template (no chat_template in tokenizer_config.json, no chat_template.jinja): use \`nibble generate\` with a plain prompt`,
+    );
+  }
+}
+
+type ChatTurnResult = {
+  content: string;
+  dropped: number;
+  finishReason: string | null;
+  usage: { prompt_tokens: number; completion_tokens: number; prompt_tokens_details: { cached_tokens: number } } | null;
+  timings: { decodeTokensPerSecond: number } | null;
+};
+
+/**
+ * `nibble chat`. Ctrl-C (SIGINT) during a reply stops it (the partial reply stays in the history)
+ * and returns to the prompt; Ctrl-C at an idle prompt, or a second one before a stopped reply has
+ * ended, exits with code 130. When the conversation outgrows the context the oldest turns are
+ * dropped (the system prompt stays), with a note on stderr.
+ */
+async function cmdChat(v: Values): Promise<number> {
+  const maxNewTokens = int(str(v, 'max-new-tokens'), 'max-new-tokens');
   const flags = samplingFlags(v);
-  const { host, info } = await loadModel(v, false);
+  const system: ChatMessage[] = v.system ? [{ role: 'system', content: str(v, 'system')! }] : [];
+  const mf = modelFlags(v);
+  await checkChatTemplate(mf); // before the load: a model without a template fails at once
+  // Ctrl-C while loading: exit (130); the 'exit' handler of puppeteer closes Chromium
+  const early = () => process.exit(130);
+  process.on('SIGINT', early);
+  let loaded: Awaited<ReturnType<typeof loadModel>>;
+  try {
+    loaded = await loadModel(mf, false, false);
+  } finally {
+    process.off('SIGINT', early);
+  }
+  const { host, info } = loaded;
   try {
     await host.run({ kind: 'chat-template' }); // fail before reading input: no-chat-template
     const defaults = info.generationDefaults && Object.keys(info.generationDefaults).length ? info.generationDefaults : { temperature: 0.7, topP: 0.9 };
     const sampling: SamplingOptions = { ...defaults, ...flags };
     const tty = !!process.stdin.isTTY && !!process.stdout.isTTY;
-    const system: ChatMessage[] = v.system ? [{ role: 'system', content: v.system }] : [];
     let history: ChatMessage[] = [...system];
     const rl = createInterface({ input: process.stdin, output: tty ? process.stdout : undefined, terminal: tty });
+    let busy = false;
+    let stopping = false;
+    let code = 0;
+    const quit = () => {
+      code = 130;
+      process.stderr.write('\n');
+      rl.close();
+      // a reply still running (a second Ctrl-C): closing the runtime ends it
+      if (busy) void host.close();
+    };
+    const interrupt = () => {
+      if (code) return;
+      if (!busy || stopping) return quit();
+      stopping = true;
+      void host.run({ kind: 'abort' }).catch(() => {});
+    };
+    // in a terminal, readline reads Ctrl-C itself (raw mode); from a pipe the process gets SIGINT
+    rl.on('SIGINT', interrupt);
+    process.on('SIGINT', interrupt);
     if (tty) {
-      process.stderr.write(`nibble chat — ${v.model} on ${info.adapter.summary}. /reset clears the history, /exit quits.\n`);
+      process.stderr.write(`nibble chat — ${v.model} on ${info.adapter.summary}. /reset clears the history, /exit quits; Ctrl-C stops a reply.\n`);
       rl.setPrompt('> ');
       rl.prompt();
     }
@@ -227,21 +473,42 @@ async function cmdChat(argv: string[]): Promise<void> {
           if (tty) process.stderr.write('(history cleared)\n');
         } else if (line) {
           history.push({ role: 'user', content: line });
-          const r = await host.run<{
-            content: string;
-            finishReason: string | null;
-            usage: { prompt_tokens: number; completion_tokens: number; prompt_tokens_details: { cached_tokens: number } } | null;
-            timings: { decodeTokensPerSecond: number } | null;
-          }>({
-            kind: 'chat',
-            messages: history,
-            maxNewTokens,
-            sampling,
-            stop: v.stop,
-            stream: true,
-          });
+          busy = true;
+          stopping = false;
+          let r: ChatTurnResult;
+          try {
+            r = await host.run<ChatTurnResult>({
+              kind: 'chat',
+              messages: history,
+              maxNewTokens,
+              sampling,
+              stop: v.stop as string[] | undefined,
+              stream: true,
+              fitContext: true,
+            });
+          } catch (e) {
+            if (code) break; // quitting: the runtime was closed under the reply
+            if ((e as { code?: string }).code !== 'context-overflow') throw e;
+            // this message alone does not fit the context: say so and let the user go on
+            history.pop();
+            process.stderr.write(`nibble: warning: ${(e as Error).message}; the message was not sent\n`);
+            if (tty) rl.prompt();
+            continue;
+          } finally {
+            busy = false;
+          }
           process.stdout.write('\n');
-          history.push({ role: 'assistant', content: r.content });
+          if (r.dropped > 0) {
+            const head = system.length;
+            history.splice(head, r.dropped);
+            process.stderr.write(
+              `nibble: warning: the conversation outgrew the context of ${info.contextLength} tokens: dropped the oldest ${r.dropped} message${r.dropped === 1 ? '' : 's'}${head ? ' (the system prompt stays)' : ''}\n`,
+            );
+          }
+          if (r.finishReason === 'abort') {
+            process.stderr.write('(reply stopped)\n');
+            if (r.content) history.push({ role: 'assistant', content: r.content });
+          } else history.push({ role: 'assistant', content: r.content });
           if ((tty || v.stats) && r.timings && r.usage) {
             const u = r.usage;
             process.stderr.write(
@@ -249,23 +516,31 @@ async function cmdChat(argv: string[]): Promise<void> {
             );
           }
         }
+        if (code) break;
         if (tty) rl.prompt();
       }
     } finally {
       off();
+      process.off('SIGINT', interrupt);
       rl.close();
     }
+    return code;
   } finally {
     await host.close();
   }
 }
 
-async function cmdEval(argv: string[]): Promise<void> {
-  const { values: v } = parseArgs({ args: argv, options: { ...COMMON, 'text-file': { type: 'string' } } });
-  if (v.help) return void console.log(USAGE);
-  if (!v['text-file']) throw new UsageError('--text-file is required');
-  const text = readFileSync(v['text-file'], 'utf8');
-  const { host } = await loadModel(v, true);
+async function cmdEval(v: Values): Promise<void> {
+  const file = str(v, 'text-file');
+  if (!file) throw new UsageError('--text-file is required');
+  const flags = modelFlags(v);
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new NibbleError('not-found', `cannot read --text-file ${file}: ${(e as Error).message}`, { cause: e });
+  }
+  const { host } = await loadModel(flags, true);
   try {
     const r = await host.run<Record<string, number | string>>({ kind: 'eval', text });
     if (v.json) process.stdout.write(JSON.stringify(r) + '\n');
@@ -278,9 +553,136 @@ async function cmdEval(argv: string[]): Promise<void> {
   }
 }
 
-async function cmdHubServe(argv: string[]): Promise<void> {
-  const { values: v } = parseArgs({
-    args: argv,
+async function cmdHubServe(v: Values): Promise<void> {
+  const dir = str(v, 'dir');
+  if (!dir) throw new UsageError('--dir is required');
+  const faults = {
+    latencyMs: num(str(v, 'latency-ms'), 'latency-ms', { min: 0 }),
+    cutAfterBytes: int(str(v, 'cut-after'), 'cut-after'),
+    failRate: num(str(v, 'fail-rate'), 'fail-rate', { min: 0, max: 1 }),
+  };
+  const port = int(str(v, 'port'), 'port', 0, { min: 0, max: 65535 });
+  const host = str(v, 'host');
+  if (host !== undefined && host.trim() === '') throw new UsageError('--host needs a value (an address to bind)');
+  const { startHubServer } = await import('./hub-server.ts');
+  const any = Object.values(faults).some((x) => x !== undefined);
+  const server = await startHubServer({
+    dir: resolve(dir),
+    port,
+    host,
+    faults: any ? faults : undefined,
+    log: (l) => console.error(l),
+  });
+  console.log(`nibble hub mirror serving ${resolve(dir)} on ${server.address} (HF_ENDPOINT=${server.url})`);
+  await new Promise<void>((done) => {
+    const stop = () => void server.close().then(done);
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+}
+
+async function cmdBench(v: Values): Promise<void> {
+  if (v.model !== undefined && v.shape !== undefined) throw new UsageError('--model and --shape are exclusive');
+  const matmul = str(v, 'matmul');
+  if (matmul !== undefined && !['auto', 'subgroup', 'workgroup', 'row'].includes(matmul)) {
+    throw new UsageError('--matmul must be auto, subgroup, workgroup or row');
+  }
+  if (v['draft-tokens'] !== undefined && v['draft-quant'] === undefined) throw new UsageError('--draft-tokens needs --draft-quant');
+  const quants = (str(v, 'quant') ?? 'f32,f16,int8,nf4,nf4-dq')
+    .split(',')
+    .map((q) => q.trim())
+    .filter(Boolean);
+  if (!quants.length) throw new UsageError('--quant lists no format');
+  const draftQuant = str(v, 'draft-quant');
+  const unknown = [...quants, ...(draftQuant === undefined ? [] : [draftQuant])].find((q) => !isFormatName(q));
+  if (unknown !== undefined) throw new UsageError(`unknown format "${unknown}": one of ${FORMAT_NAMES.join(', ')}`);
+  const runs = int(str(v, 'runs'), 'runs', 3, { min: 1 })!;
+  const newTokens = int(str(v, 'new-tokens'), 'new-tokens', 32, { min: 2 })!; // decode speed is timed after the first token
+  const promptTokens = int(str(v, 'prompt-tokens'), 'prompt-tokens', 64, { min: 1 })!;
+  const draftTokens = int(str(v, 'draft-tokens'), 'draft-tokens', undefined, { min: 1, max: 32 });
+  const pl = str(v, 'prefill-lengths');
+  const prefillLengths =
+    pl === undefined
+      ? undefined
+      : pl
+          .split(',')
+          .map((x) => x.trim())
+          .filter(Boolean)
+          .map((x) => int(x, 'prefill-lengths', undefined, { min: 1 })!);
+  const probeMiB = int(str(v, 'probe-mib'), 'probe-mib', undefined, { min: 1 });
+  const contextLength = int(str(v, 'context-length'), 'context-length', undefined, { min: 1 });
+  const gpu = gpuMode(v);
+  let model = str(v, 'model');
+  if (model !== undefined) classifyModel(model);
+  let label = model;
+  const { SYNTH_SHAPES } = await import('./synth.ts');
+  const shape = (str(v, 'shape') ?? 'smollm2-135m') as keyof typeof SYNTH_SHAPES;
+  if (!model && !(shape in SYNTH_SHAPES)) throw new UsageError(`--shape must be one of ${Object.keys(SYNTH_SHAPES).join(', ')}`);
+  const { runBench, benchTable, probeLine, profileTable } = await import('../../bench/harness.ts');
+  if (!model) {
+    // a full-depth synthetic model of a real shape (bf16), written to .cache/synth on first use
+    const { synthModel, defaultSynthDir } = await import('./synth.ts');
+    model = defaultSynthDir(shape, 'bf16', 1);
+    label = `${shape} (synthetic)`;
+    await synthModel({ shape, dtype: 'bf16', out: model, log: (s) => console.error(s) });
+  }
+  const report = await runBench({
+    model,
+    label,
+    quants: quants as FormatName[], // checked above
+    promptTokens,
+    newTokens,
+    prefillLengths,
+    runs,
+    gpu,
+    contextLength,
+    hubEndpoint: str(v, 'hub') ?? process.env.HF_ENDPOINT,
+    token: str(v, 'token') ?? process.env.HF_TOKEN,
+    draftQuant: draftQuant as FormatName | undefined,
+    draftTokens,
+    matmul: matmul as 'auto' | 'subgroup' | 'workgroup' | 'row' | undefined,
+    profile: !!v.profile,
+    probeBytes: probeMiB === undefined ? undefined : probeMiB * 2 ** 20,
+    progress: (s) => console.error(s),
+    // --json: one object per line as soon as it is measured (probe, rows, profiles)
+    onRecord: v.json ? (r) => process.stdout.write(JSON.stringify(r) + '\n') : undefined,
+  });
+  const out = str(v, 'out');
+  if (out) writeFileSync(out, JSON.stringify(report, null, 2) + '\n');
+  if (!v.json) {
+    console.log(probeLine(report.probe) + '\n');
+    console.log(benchTable(report.rows));
+    for (const p of report.profiles) console.log('\n' + profileTable(p));
+  }
+}
+
+async function cmdSynth(v: Values): Promise<void> {
+  const { synthModel, defaultSynthDir, SYNTH_SHAPES } = await import('./synth.ts');
+  const shape = str(v, 'shape') as keyof typeof SYNTH_SHAPES | undefined;
+  if (!shape || !(shape in SYNTH_SHAPES)) throw new UsageError(`--shape must be one of ${Object.keys(SYNTH_SHAPES).join(', ')}`);
+  const dtype = (str(v, 'dtype') ?? 'bf16') as 'bf16' | 'f16' | 'f32';
+  if (!['bf16', 'f16', 'f32'].includes(dtype)) throw new UsageError('--dtype must be bf16, f16 or f32');
+  const shards = int(str(v, 'shards'), 'shards', 1, { min: 1 })!;
+  const layers = int(str(v, 'layers'), 'layers', undefined, { min: 1 });
+  const seed = int(str(v, 'seed'), 'seed', undefined, { min: 0, max: 0xffffffff });
+  const out = str(v, 'out') ?? defaultSynthDir(shape, dtype, shards);
+  const r = await synthModel({ shape, dtype, out, shards, layers, seed, log: (s) => console.error(s) });
+  console.log(JSON.stringify({ out: r.out, bytes: r.bytes, files: r.files }));
+}
+
+interface Command {
+  usage: string;
+  options: Options;
+  /** Resolves to the exit code (default 0). */
+  run(v: Values): Promise<void | number>;
+}
+
+const COMMANDS: Record<string, Command> = {
+  generate: { usage: USAGE_GENERATE, options: { ...COMMON, ...GENERATION, prompt: { type: 'string' } }, run: cmdGenerate },
+  chat: { usage: USAGE_CHAT, options: { ...COMMON, ...GENERATION, system: { type: 'string' }, stats: { type: 'boolean' } }, run: cmdChat },
+  eval: { usage: USAGE_EVAL, options: { ...COMMON, 'text-file': { type: 'string' } }, run: cmdEval },
+  'hub-serve': {
+    usage: USAGE_HUB_SERVE,
     options: {
       dir: { type: 'string' },
       port: { type: 'string' },
@@ -290,39 +692,16 @@ async function cmdHubServe(argv: string[]): Promise<void> {
       'fail-rate': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
-  });
-  if (v.help) return void console.log(USAGE);
-  if (!v.dir) throw new UsageError('--dir is required');
-  const { startHubServer } = await import('./hub-server.ts');
-  const faults = {
-    latencyMs: num(v['latency-ms'], 'latency-ms'),
-    cutAfterBytes: int(v['cut-after'], 'cut-after'),
-    failRate: num(v['fail-rate'], 'fail-rate'),
-  };
-  const any = Object.values(faults).some((x) => x !== undefined);
-  const server = await startHubServer({
-    dir: resolve(v.dir),
-    port: int(v.port, 'port', 0),
-    host: v.host,
-    faults: any ? faults : undefined,
-    log: (l) => console.error(l),
-  });
-  console.log(`nibble hub mirror serving ${resolve(v.dir)} at ${server.url} (HF_ENDPOINT=${server.url})`);
-  await new Promise<void>((done) => {
-    const stop = () => void server.close().then(done);
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
-  });
-}
-
-async function cmdBench(argv: string[]): Promise<void> {
-  const { values: v } = parseArgs({
-    args: argv,
+    run: cmdHubServe,
+  },
+  bench: {
+    usage: USAGE_BENCH,
     options: {
       ...COMMON,
       shape: { type: 'string' },
       'prompt-tokens': { type: 'string' },
       'new-tokens': { type: 'string' },
+      'prefill-lengths': { type: 'string' },
       runs: { type: 'string' },
       out: { type: 'string' },
       profile: { type: 'boolean' },
@@ -331,71 +710,10 @@ async function cmdBench(argv: string[]): Promise<void> {
       'probe-mib': { type: 'string' },
       matmul: { type: 'string' },
     },
-  });
-  if (v.help) return void console.log(USAGE);
-  if (v.model !== undefined && v.shape !== undefined) throw new UsageError('--model and --shape are exclusive');
-  if (v.matmul !== undefined && !['auto', 'subgroup', 'workgroup', 'row'].includes(v.matmul)) {
-    throw new UsageError('--matmul must be auto, subgroup, workgroup or row');
-  }
-  if (v['draft-tokens'] !== undefined && v['draft-quant'] === undefined) throw new UsageError('--draft-tokens needs --draft-quant');
-  const quants = (v.quant ?? 'f32,f16,int8,nf4,nf4-dq')
-    .split(',')
-    .map((q) => q.trim())
-    .filter(Boolean);
-  if (!quants.length) throw new UsageError('--quant lists no format');
-  const runs = int(v.runs, 'runs', 3)!;
-  if (runs < 1) throw new UsageError('--runs must be at least 1');
-  const newTokens = int(v['new-tokens'], 'new-tokens', 32)!;
-  if (newTokens < 2) throw new UsageError('--new-tokens must be at least 2 (decode speed is timed after the first token)');
-  const promptTokens = int(v['prompt-tokens'], 'prompt-tokens', 64)!;
-  if (promptTokens < 1) throw new UsageError('--prompt-tokens must be at least 1');
-  const draftTokens = int(v['draft-tokens'], 'draft-tokens');
-  if (draftTokens !== undefined && draftTokens < 1) throw new UsageError('--draft-tokens must be at least 1');
-  const probeMiB = int(v['probe-mib'], 'probe-mib');
-  if (probeMiB !== undefined && probeMiB < 1) throw new UsageError('--probe-mib must be at least 1');
-  const { runBench, benchTable, probeLine, profileTable } = await import('../../bench/harness.ts');
-  let model = v.model;
-  let label = v.model;
-  if (!model) {
-    // a full-depth synthetic model of a real shape (bf16), written to .cache/synth on first use
-    const { synthModel, defaultSynthDir, SYNTH_SHAPES } = await import('./synth.ts');
-    const shape = (v.shape ?? 'smollm2-135m') as keyof typeof SYNTH_SHAPES;
-    if (!(shape in SYNTH_SHAPES)) throw new UsageError(`--shape must be one of ${Object.keys(SYNTH_SHAPES).join(', ')}`);
-    model = defaultSynthDir(shape, 'bf16', 1);
-    label = `${shape} (synthetic)`;
-    await synthModel({ shape, dtype: 'bf16', out: model, log: (s) => console.error(s) });
-  }
-  const report = await runBench({
-    model,
-    label,
-    quants,
-    promptTokens,
-    newTokens,
-    runs,
-    gpu: (v.gpu as GpuMode | undefined) ?? 'auto',
-    contextLength: int(v['context-length'], 'context-length'),
-    hubEndpoint: v.hub ?? process.env.HF_ENDPOINT,
-    token: v.token ?? process.env.HF_TOKEN,
-    draftQuant: v['draft-quant'],
-    draftTokens,
-    matmul: v.matmul as 'auto' | 'subgroup' | 'workgroup' | 'row' | undefined,
-    profile: !!v.profile,
-    probeBytes: probeMiB === undefined ? undefined : probeMiB * 2 ** 20,
-    progress: (s) => console.error(s),
-    // --json: one object per line as soon as it is measured (probe, rows, profiles)
-    onRecord: v.json ? (r) => process.stdout.write(JSON.stringify(r) + '\n') : undefined,
-  });
-  if (v.out) writeFileSync(v.out, JSON.stringify(report, null, 2) + '\n');
-  if (!v.json) {
-    console.log(probeLine(report.probe) + '\n');
-    console.log(benchTable(report.rows));
-    for (const p of report.profiles) console.log('\n' + profileTable(p));
-  }
-}
-
-async function cmdSynth(argv: string[]): Promise<void> {
-  const { values: v } = parseArgs({
-    args: argv,
+    run: cmdBench,
+  },
+  synth: {
+    usage: USAGE_SYNTH,
     options: {
       shape: { type: 'string' },
       dtype: { type: 'string' },
@@ -405,54 +723,39 @@ async function cmdSynth(argv: string[]): Promise<void> {
       seed: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
-  });
-  if (v.help) return void console.log(USAGE);
-  const { synthModel, defaultSynthDir, SYNTH_SHAPES } = await import('./synth.ts');
-  const shape = v.shape as keyof typeof SYNTH_SHAPES | undefined;
-  if (!shape || !(shape in SYNTH_SHAPES)) throw new UsageError(`--shape must be one of ${Object.keys(SYNTH_SHAPES).join(', ')}`);
-  const dtype = (v.dtype ?? 'bf16') as 'bf16' | 'f16' | 'f32';
-  if (!['bf16', 'f16', 'f32'].includes(dtype)) throw new UsageError('--dtype must be bf16, f16 or f32');
-  const shards = int(v.shards, 'shards', 1)!;
-  const out = v.out ?? defaultSynthDir(shape, dtype, shards);
-  const r = await synthModel({ shape, dtype, out, shards, layers: int(v.layers, 'layers'), seed: int(v.seed, 'seed'), log: (s) => console.error(s) });
-  console.log(JSON.stringify({ out: r.out, bytes: r.bytes, files: r.files }));
-}
+    run: cmdSynth,
+  },
+};
 
+/** Runs the CLI; resolves to the exit code (0 ok, 1 error, 2 usage error). */
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
+  if (cmd === undefined) {
+    process.stderr.write(`${USAGE}\n`);
+    return 2;
+  }
+  if (cmd === '--version' || cmd === '-v' || cmd === 'version') {
+    console.log(version());
+    return 0;
+  }
+  if (cmd === 'help' || cmd === '--help' || cmd === '-h') {
+    const sub = rest[0] !== undefined ? COMMANDS[rest[0]] : undefined;
+    console.log(sub ? sub.usage : USAGE);
+    return 0;
+  }
+  const command = Object.hasOwn(COMMANDS, cmd) ? COMMANDS[cmd] : undefined;
   try {
-    switch (cmd) {
-      case 'generate':
-        await cmdGenerate(rest);
-        return 0;
-      case 'chat':
-        await cmdChat(rest);
-        return 0;
-      case 'eval':
-        await cmdEval(rest);
-        return 0;
-      case 'hub-serve':
-        await cmdHubServe(rest);
-        return 0;
-      case 'synth':
-        await cmdSynth(rest);
-        return 0;
-      case 'bench':
-        await cmdBench(rest);
-        return 0;
-      case undefined:
-      case 'help':
-      case '--help':
-      case '-h':
-        console.log(USAGE);
-        return cmd === undefined ? 1 : 0;
-      default:
-        throw new UsageError(`unknown command "${cmd}"`);
+    if (!command) throw new UsageError(`unknown command "${cmd}"`);
+    const v = parseFlags(rest, command.options);
+    if (v.help) {
+      console.log(command.usage);
+      return 0;
     }
+    return (await command.run(v)) ?? 0;
   } catch (e) {
     const err = e as Error & { code?: string | null };
-    if (e instanceof UsageError || (err as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
-      process.stderr.write(`nibble: ${err.message}\n\n${USAGE}\n`);
+    if (e instanceof UsageError) {
+      process.stderr.write(`nibble: ${err.message}\n\n${command ? command.usage : USAGE}\n`);
       return 2;
     }
     process.stderr.write(`nibble: error${err.code ? ` [${err.code}]` : ''}: ${err.message}\n`);

@@ -15,7 +15,11 @@
  * Errors: 404 with X-Error-Code RepoNotFound / EntryNotFound, 401 GatedRepo; JSON body { error }.
  * Gated repos: `<dir>/<org>/<name>/.gated` holds a token; requests need `Authorization: Bearer <token>`
  * (the redirect to /cdn carries a signature so a client that drops the header on redirects still works).
- * Files and folders whose name starts with "." are never served.
+ * Files and folders whose name starts with "." are never served, nor anything whose real path (symlinks
+ * resolved) lies outside `dir`: a symlinked file, folder or repo pointing elsewhere is 404. Malformed
+ * paths (bad percent-escapes, NUL, backslashes, `..` in any encoding) are 400 or 404, never a crash.
+ * The redirect's Location is built from the address the server was started with, never from the
+ * request's Host header (relative when bound to a wildcard address such as 0.0.0.0).
  *
  * Hashes are computed lazily, streaming, once per (file, size, mtime). Bodies are streamed from fs
  * read streams, so memory stays bounded for multi-GB files.
@@ -30,11 +34,12 @@
  */
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { createReadStream, type Stats } from 'node:fs';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, readFile, realpath, stat } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { join, resolve, sep } from 'node:path';
+import { join, resolve } from 'node:path';
 import { NibbleError } from '../errors.ts';
+import { isInside } from './static.ts';
 
 export interface HubFaults {
   /** Delay before the response starts, in ms. */
@@ -66,8 +71,10 @@ export interface HubRequestRecord {
 }
 
 export interface HubServer {
-  /** http://127.0.0.1:PORT */
+  /** The URL clients on this machine use: http://HOST:PORT (127.0.0.1 when bound to 0.0.0.0 / ::). */
   url: string;
+  /** The address actually bound, `host:port` (`[::]:port` for IPv6), as the OS reports it. */
+  address: string;
   port: number;
   close(): Promise<void>;
   /** One record per request, in arrival order. */
@@ -205,6 +212,18 @@ export async function startHubServer(opts: HubServerOptions): Promise<HubServer>
   if (!rootStat.isDirectory()) throw new NibbleError('bad-argument', `hub-serve: ${root} is not a folder`);
 
   const host = opts.host ?? '127.0.0.1';
+  // every file served must resolve (symlinks followed) inside the real root
+  const realRoot = await realpath(root);
+  const inRoot = async (p: string): Promise<string | null> => {
+    try {
+      const real = await realpath(p);
+      return isInside(real, realRoot) ? real : null;
+    } catch {
+      return null;
+    }
+  };
+  /** Base of absolute redirect URLs: the configured address (set once listening); '' → relative. */
+  let redirectBase = '';
   const log = opts.log;
   const requests: HubRequestRecord[] = [];
   const secret = randomBytes(16).toString('hex');
@@ -241,7 +260,9 @@ export async function startHubServer(opts: HubServerOptions): Promise<HubServer>
         if (e.isDirectory()) await walk(p, `${prefix}${e.name}/`);
         else {
           try {
-            const st = await stat(p);
+            const real = await inRoot(p);
+            if (!real) continue; // a symlink out of the mirror: not listed
+            const st = await stat(real);
             if (st.isFile()) out.push({ rfilename: `${prefix}${e.name}`, size: st.size, mtimeMs: st.mtimeMs });
           } catch {
             // vanished while listing
@@ -270,7 +291,8 @@ export async function startHubServer(opts: HubServerOptions): Promise<HubServer>
 
   async function findRepo(org: string | undefined, name: string | undefined): Promise<Repo | null> {
     if (!safeName(org) || !safeName(name)) return null;
-    const dir = join(root, org, name);
+    const dir = await inRoot(join(root, org, name));
+    if (!dir) return null; // missing, or a symlinked repo pointing out of the mirror
     try {
       if ((await stat(dir)).isDirectory()) return { id: `${org}/${name}`, dir };
     } catch {
@@ -522,9 +544,9 @@ export async function startHubServer(opts: HubServerOptions): Promise<HubServer>
       );
       return;
     }
-    const abs = fileParts ? join(repo.dir, ...fileParts) : '';
+    const abs = fileParts ? await inRoot(join(repo.dir, ...fileParts)) : null;
     let st: Stats | null = null;
-    if (fileParts && (abs === repo.dir || abs.startsWith(repo.dir + sep))) {
+    if (abs) {
       try {
         st = await stat(abs);
         if (!st.isFile()) st = null;
@@ -532,7 +554,7 @@ export async function startHubServer(opts: HubServerOptions): Promise<HubServer>
         st = null;
       }
     }
-    if (!st) {
+    if (!st || !abs) {
       sendError(req, res, rec, 404, 'EntryNotFound', `Entry not found: ${file || '(none)'} in ${repo.id}`);
       return;
     }
@@ -546,12 +568,11 @@ export async function startHubServer(opts: HubServerOptions): Promise<HubServer>
     }
     if (lfs) {
       const sha256 = await fileHash(abs, st, 'sha256');
-      const hostHeader = req.headers.host ?? `${host}:${port}`;
-      const loc = new URL(`http://${hostHeader}/cdn/${repo.id.split('/').map(encodeURIComponent).join('/')}/${fileParts!.map(encodeURIComponent).join('/')}`);
-      if (token !== null) loc.searchParams.set('sig', cdnSig(repo, file));
+      let loc = `${redirectBase}/cdn/${repo.id.split('/').map(encodeURIComponent).join('/')}/${fileParts!.map(encodeURIComponent).join('/')}`;
+      if (token !== null) loc += `?sig=${cdnSig(repo, file)}`;
       rec.status = 302;
       res.writeHead(302, {
-        Location: loc.toString(),
+        Location: loc,
         ETag: `"${sha256}"`,
         'X-Linked-Etag': `"${sha256}"`,
         'X-Linked-Size': String(st.size),
@@ -593,13 +614,18 @@ export async function startHubServer(opts: HubServerOptions): Promise<HubServer>
       res();
     });
   });
-  const port = (server.address() as AddressInfo).port;
-  const urlHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
+  const bound = server.address() as AddressInfo;
+  const port = bound.port;
+  const wildcard = host === '0.0.0.0' || host === '::' || host === '';
+  const urlHost = wildcard ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
   const url = `http://${urlHost}:${port}`;
-  log?.(`hub-serve: ${root} at ${url}`);
+  const address = `${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${port}`;
+  redirectBase = wildcard ? '' : url;
+  log?.(`hub-serve: ${root} listening on ${address}${wildcard ? ` (all interfaces; ${url} from this machine)` : ` (${url})`}`);
 
   return {
     url,
+    address,
     port,
     requests,
     resetStats() {

@@ -1,11 +1,15 @@
 import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
-import { extname, resolve, sep } from 'node:path';
+import { realpath, stat } from 'node:fs/promises';
+import { extname, join, resolve, sep } from 'node:path';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
 /**
- * Static files for the CLI's runtime page and the test pages: GET/HEAD with single byte
- * ranges (206 / Content-Range / 416), content types, no caching, streamed from disk.
+ * Static files for the CLI's runtime page and the dev server's model routes: GET/HEAD with single
+ * byte ranges (206 / Content-Range / 416), content types, no caching, streamed from disk.
+ *
+ * Request paths are parsed defensively (`parseRequestPath`): a malformed percent-escape, NUL,
+ * backslash, an encoded `/`, a `.`/`..` segment or a dot-file is a 4xx, never an exception. A file
+ * is served only if its real path (symlinks resolved) lies inside the served folder.
  */
 const TYPES: Record<string, string> = {
   '.html': 'text/html; charset=utf-8',
@@ -18,23 +22,79 @@ const TYPES: Record<string, string> = {
   '.md': 'text/plain; charset=utf-8',
 };
 
-export async function serveFile(req: IncomingMessage, res: ServerResponse, file: string): Promise<void> {
+/** Longest request path (before the query) we look at; longer is 414. */
+export const MAX_PATH_LENGTH = 4096;
+
+export interface ServeOptions {
+  /**
+   * Send `Access-Control-Allow-Origin: *` (and answer CORS preflights). Default false: the CLI's
+   * runtime page and the dev server's pages are same-origin clients and need no CORS.
+   */
+  cors?: boolean;
+  /**
+   * Files may resolve (through symlinks) anywhere below this folder; default the served folder
+   * itself. The CLI widens it to a Hugging Face cache repo folder for a `snapshots/<rev>` folder,
+   * whose files are symlinks into `../../blobs`.
+   */
+  containRoot?: string;
+}
+
+/** A request path → its decoded segments, or the 4xx status and reason to answer. */
+export function parseRequestPath(url: string | undefined): { segments: string[] } | { status: 400 | 403 | 414; reason: string } {
+  const raw = (url ?? '/').split(/[?#]/, 1)[0];
+  if (raw.length > MAX_PATH_LENGTH) return { status: 414, reason: 'path too long' };
+  if (!raw.startsWith('/')) return { status: 400, reason: 'bad path' };
+  const segments: string[] = [];
+  for (const part of raw.split('/')) {
+    if (part === '') continue;
+    let s: string;
+    try {
+      s = decodeURIComponent(part);
+    } catch {
+      return { status: 400, reason: 'malformed percent-escape in the path' };
+    }
+    if (s.includes('\0') || s.includes('\\') || s.includes('/')) return { status: 400, reason: 'bad character in the path' };
+    if (s === '.' || s === '..') return { status: 400, reason: 'dot segment in the path' };
+    if (s.startsWith('.')) return { status: 403, reason: 'hidden file' };
+    segments.push(s);
+  }
+  return { segments };
+}
+
+function corsHeaders(cors: boolean | undefined): Record<string, string> {
+  return cors ? { 'Access-Control-Allow-Origin': '*', 'Access-Control-Expose-Headers': 'Content-Range, Content-Length, Accept-Ranges' } : {};
+}
+
+export function sendStatus(res: ServerResponse, status: number, text: string, cors?: boolean): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', 'Cache-Control': 'no-store', ...corsHeaders(cors) });
+  res.end(text);
+}
+
+/** Whether `p` is `root` or below it (both absolute, normalized). */
+export function isInside(p: string, root: string): boolean {
+  return p === root || p.startsWith(root.endsWith(sep) ? root : root + sep);
+}
+
+/** Serves one file; `name` (default `file`) gives the content type: a symlink's target may have no extension. */
+export async function serveFile(req: IncomingMessage, res: ServerResponse, file: string, opts: ServeOptions = {}, name = file): Promise<void> {
   let size: number;
   try {
     const s = await stat(file);
     if (!s.isFile()) throw new Error('not a file');
     size = s.size;
   } catch {
-    res.writeHead(404, { 'Content-Type': 'text/plain', 'Access-Control-Allow-Origin': '*' });
-    res.end(`not found: ${req.url}`);
+    sendStatus(res, 404, 'not found', opts.cors);
     return;
   }
   const headers: Record<string, string | number> = {
-    'Content-Type': TYPES[extname(file)] ?? 'application/octet-stream',
+    'Content-Type': TYPES[extname(name)] ?? 'application/octet-stream',
     'Accept-Ranges': 'bytes',
     'Cache-Control': 'no-store',
-    'Access-Control-Allow-Origin': '*',
-    'Access-Control-Expose-Headers': 'Content-Range, Content-Length, Accept-Ranges',
+    ...corsHeaders(opts.cors),
   };
   let start = 0;
   let end = size - 1;
@@ -70,11 +130,17 @@ export async function serveFile(req: IncomingMessage, res: ServerResponse, file:
   createReadStream(file, { start, end }).on('error', () => res.destroy()).pipe(res);
 }
 
-/** A connect-style middleware serving `root` under the mount point (path traversal refused). */
-export function serveDir(root: string) {
+/**
+ * A connect-style middleware serving `root` under its mount point. Refused: malformed paths (400),
+ * dot-files (403), anything whose real path is outside `containRoot` (default `root`), symlinks
+ * included (403).
+ */
+export function serveDir(root: string, opts: ServeOptions = {}) {
   const base = resolve(root);
+  let realContain: Promise<string> | undefined;
+  const containment = () => (realContain ??= realpath(resolve(opts.containRoot ?? base)).catch(() => resolve(opts.containRoot ?? base)));
   return (req: IncomingMessage, res: ServerResponse, next?: () => void): void => {
-    if (req.method === 'OPTIONS') {
+    if (req.method === 'OPTIONS' && opts.cors) {
       res.writeHead(204, {
         'Access-Control-Allow-Origin': '*',
         'Access-Control-Allow-Headers': 'Range, Authorization',
@@ -85,19 +151,28 @@ export function serveDir(root: string) {
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       if (next) next();
-      else {
-        res.writeHead(405);
-        res.end();
+      else sendStatus(res, 405, 'method not allowed', opts.cors);
+      return;
+    }
+    const parsed = parseRequestPath(req.url);
+    if ('status' in parsed) {
+      sendStatus(res, parsed.status, parsed.reason, opts.cors);
+      return;
+    }
+    const file = join(base, ...parsed.segments);
+    void (async () => {
+      let real: string;
+      try {
+        real = await realpath(file);
+      } catch {
+        sendStatus(res, 404, 'not found', opts.cors);
+        return;
       }
-      return;
-    }
-    const path = decodeURIComponent((req.url ?? '/').split('?')[0]);
-    const file = resolve(base, '.' + path);
-    if (file !== base && !file.startsWith(base + sep)) {
-      res.writeHead(403);
-      res.end('forbidden');
-      return;
-    }
-    void serveFile(req, res, file);
+      if (!isInside(real, await containment())) {
+        sendStatus(res, 403, 'forbidden: outside the served folder', opts.cors);
+        return;
+      }
+      await serveFile(req, res, real, opts, file);
+    })().catch(() => sendStatus(res, 500, 'internal error', opts.cors));
   };
 }

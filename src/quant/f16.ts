@@ -1,5 +1,5 @@
 import type { Runtime } from '../kernels/runtime.ts';
-import { registerFormat, type GpuWeight, type WeightBuilder, type WeightFormat } from './format.ts';
+import { registerFormat, type GpuWeight, type WeightBuilder, type WeightFormat, type WeightLayout } from './format.ts';
 import { ChunkQuantizer, quantKernel } from './gpu-builder.ts';
 import { rowWords } from './layout.ts';
 import quantF16 from '../../shaders/quant_f16.wgsl?raw';
@@ -16,9 +16,13 @@ export const f16Format: WeightFormat = {
   name: 'f16',
   decoder: { name: 'f16', code: weightF16 },
   cacheKey: quantizer.code + weightF16,
+  layout(rows: number, cols: number): WeightLayout {
+    const bytes = rows * rowWords(cols, 2) * 4; // rows padded to 16 bytes (zero words: buffers start zeroed)
+    return { buffers: [bytes], bytes, temporary: [] };
+  },
   create(rt: Runtime, rows: number, cols: number, label: string): WeightBuilder {
-    const KW = rowWords(cols, 2); // rows padded to 16 bytes (zero words: buffers start zeroed)
-    const codes = rt.buffer(rows * KW * 4, `${label}.codes`);
+    const KW = rowWords(cols, 2);
+    const codes = rt.buffer(f16Format.layout!(rows, cols).buffers[0]!, `${label}.codes`);
     const units = Math.ceil(cols / 2); // one thread per word that holds weights
     const q = new ChunkQuantizer(rt, label, rows, cols, quantizer, [codes], { group: 0, rowWords: KW, groups: 0, units });
     return {

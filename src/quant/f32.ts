@@ -1,6 +1,6 @@
 import type { Runtime } from '../kernels/runtime.ts';
 import { toF32, type DType } from '../loader/safetensors.ts';
-import { registerFormat, type GpuWeight, type WeightBuilder, type WeightFormat } from './format.ts';
+import { registerFormat, type GpuWeight, type WeightBuilder, type WeightFormat, type WeightLayout } from './format.ts';
 import { rowWords } from './layout.ts';
 import weightF32 from '../../shaders/weight_f32.wgsl?raw';
 
@@ -12,10 +12,14 @@ export const f32Format: WeightFormat = {
   name: 'f32',
   decoder: { name: 'f32', code: weightF32 },
   cacheKey: weightF32,
-  create(rt: Runtime, rows: number, cols: number, label: string): WeightBuilder {
+  layout(rows: number, cols: number): WeightLayout {
     // rows padded to 16 bytes (KP = roundUp(K, 4) floats; the padding stays 0 from allocation)
+    const bytes = rows * rowWords(cols, 1) * 4;
+    return { buffers: [bytes], bytes, temporary: [] };
+  },
+  create(rt: Runtime, rows: number, cols: number, label: string): WeightBuilder {
     const KP = rowWords(cols, 1);
-    const buffer = rt.buffer(rows * KP * 4, label);
+    const buffer = rt.buffer(f32Format.layout!(rows, cols).buffers[0]!, label);
     return {
       write(row0: number, dtype: DType, bytes: Uint8Array) {
         const f = toF32(bytes, dtype);

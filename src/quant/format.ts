@@ -29,6 +29,19 @@ export interface WeightBuilder {
   finish(): GpuWeight;
 }
 
+/**
+ * The GPU storage of one rows × cols weight in a format: what its builder allocates (the memory
+ * preflight, src/api/preflight.ts, sizes a model with it before anything is downloaded).
+ */
+export interface WeightLayout {
+  /** Byte sizes of the buffers the weight keeps, in GpuWeight.buffers order (before Runtime.buffer's 16-byte rounding). */
+  buffers: number[];
+  /** GpuWeight.bytes: codes + scales. */
+  bytes: number;
+  /** Byte sizes of temporary buffers the builder holds until finish() (besides the chunk staging). */
+  temporary: number[];
+}
+
 export interface ShaderSource {
   name: string;
   code: string;
@@ -38,6 +51,8 @@ export interface WeightFormat {
   readonly name: string;
   /** Allocates the GPU storage of a rows × cols weight. */
   create(rt: Runtime, rows: number, cols: number, label: string): WeightBuilder;
+  /** The buffers create() allocates for a rows × cols weight (optional for formats registered by others). */
+  layout?(rows: number, cols: number): WeightLayout;
   /**
    * The format's decoder (shaders/weight_<format>.wgsl): CPW, CV, WC, w_load(), w_quad() and w_scale() over its
    * buffers from binding WB. kernels/ prepends it to the matmul and embedding skeletons.

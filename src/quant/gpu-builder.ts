@@ -62,23 +62,36 @@ const CHUNK_BYTES = 32; // struct Chunk: 8 × u32
  */
 export class ChunkQuantizer {
   readonly uniform: GPUBuffer;
+  /** [non-finite inputs seen, first weight row holding one] (binding 6 of quant_common.wgsl). */
+  readonly nonFinite: GPUBuffer;
   private staging: GPUBuffer | null = null;
   private bindGroup: GPUBindGroup | null = null;
   private readonly pipeline: GPUComputePipeline;
   private readonly data = new Uint32Array(CHUNK_BYTES / 4);
   private readonly tail = new Uint8Array(4);
+  private readonly rt: Runtime;
+  private readonly label: string;
+  private readonly rows: number;
+  private readonly cols: number;
+  private readonly outputs: GPUBuffer[];
+  private readonly geo: ChunkGeometry;
+  /** Whether a NonFiniteCheck took the counter (else finish() frees it). */
+  private readonly counted: boolean;
 
-  constructor(
-    private readonly rt: Runtime,
-    private readonly label: string,
-    private readonly rows: number,
-    private readonly cols: number,
-    kernel: ShaderSource,
-    private readonly outputs: GPUBuffer[],
-    private readonly geo: ChunkGeometry,
-  ) {
+  constructor(rt: Runtime, label: string, rows: number, cols: number, kernel: ShaderSource, outputs: GPUBuffer[], geo: ChunkGeometry) {
+    this.rt = rt;
+    this.label = label;
+    this.rows = rows;
+    this.cols = cols;
+    this.outputs = outputs;
+    this.geo = geo;
     this.pipeline = rt.pipeline(kernel.name, kernel.code, 'main', {});
     this.uniform = rt.buffer(CHUNK_BYTES, `${label}.chunk`, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
+    this.nonFinite = rt.buffer(16, `${label}.nonfinite`);
+    rt.device.queue.writeBuffer(this.nonFinite, 0, new Uint32Array([0, NO_ROW, 0, 0]));
+    const check = ACTIVE_CHECKS.get(rt);
+    this.counted = !!check;
+    check?.add(label, this.nonFinite);
   }
 
   /** Fills the Chunk uniform (queued before the next submit); `units` overrides the geometry's. */
@@ -110,7 +123,7 @@ export class ChunkQuantizer {
       this.bindGroup = bindAt(
         this.rt,
         this.pipeline,
-        [[0, this.uniform], [1, this.staging], ...this.outputs.map((b, i): [number, GPUBuffer] => [2 + i, b])],
+        [[0, this.uniform], [1, this.staging], ...this.outputs.map((b, i): [number, GPUBuffer] => [2 + i, b]), [6, this.nonFinite]],
         `${this.label}.quantize`,
       );
     }
@@ -131,5 +144,85 @@ export class ChunkQuantizer {
     this.staging = null;
     this.bindGroup = null;
     this.uniform.destroy();
+    if (!this.counted) this.nonFinite.destroy();
+  }
+}
+
+const NO_ROW = 0xffffffff;
+const ACTIVE_CHECKS = new WeakMap<Runtime, NonFiniteCheck>();
+
+/** A weight whose checkpoint rows held NaN or ±Inf, as the quantizers counted them. */
+export interface NonFiniteReport {
+  /** The builder's label (the loader's weight label). */
+  label: string;
+  /** Non-finite input values seen over the whole weight. */
+  count: number;
+  /** The first weight row holding one. */
+  firstRow: number;
+}
+
+/**
+ * Counts the non-finite inputs (NaN, ±Inf) of every ChunkQuantizer made on `rt` while it is
+ * active: each quantizer thread that meets one adds to its weight's counter (an atomic in
+ * quant_common.wgsl, touched only when there is something to count) and notes the row. The
+ * loader reads all counters back with one mapAsync once the weights are built (`results`), before
+ * anything is cached, and fails with `bad-tensor` naming the tensor. One check per Runtime at a
+ * time (loads on one Runtime run one after another).
+ */
+export class NonFiniteCheck {
+  private readonly rt: Runtime;
+  private entries: Array<{ label: string; buffer: GPUBuffer }> = [];
+  private readonly labels = new Set<string>();
+
+  private constructor(rt: Runtime) {
+    this.rt = rt;
+  }
+
+  static begin(rt: Runtime): NonFiniteCheck {
+    const c = new NonFiniteCheck(rt);
+    ACTIVE_CHECKS.set(rt, c);
+    return c;
+  }
+
+  add(label: string, buffer: GPUBuffer): void {
+    this.entries.push({ label, buffer });
+    this.labels.add(label);
+  }
+
+  /** Whether the weight labelled `label` is counted on the GPU (false: a CPU-built format such as f32). */
+  tracks(label: string): boolean {
+    return this.labels.has(label);
+  }
+
+  /** Reads every counter back (after the quantizers queued so far) and frees them; weights with non-finite inputs. */
+  async results(): Promise<NonFiniteReport[]> {
+    const list = this.entries;
+    this.entries = [];
+    if (list.length === 0) return [];
+    const device = this.rt.device;
+    const staging = device.createBuffer({ label: 'nonfinite_readback', size: list.length * 8, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    try {
+      const enc = device.createCommandEncoder({ label: 'nonfinite_readback' });
+      list.forEach((e, i) => enc.copyBufferToBuffer(e.buffer, 0, staging, i * 8, 8));
+      device.queue.submit([enc.finish()]);
+      await staging.mapAsync(GPUMapMode.READ);
+      const v = new Uint32Array(staging.getMappedRange().slice(0));
+      staging.unmap();
+      const out: NonFiniteReport[] = [];
+      list.forEach((e, i) => {
+        if (v[2 * i] > 0) out.push({ label: e.label, count: v[2 * i], firstRow: v[2 * i + 1] });
+      });
+      return out;
+    } finally {
+      staging.destroy();
+      for (const e of list) e.buffer.destroy();
+    }
+  }
+
+  /** Frees the counters not read yet and stops collecting. */
+  end(): void {
+    for (const e of this.entries) e.buffer.destroy();
+    this.entries = [];
+    if (ACTIVE_CHECKS.get(this.rt) === this) ACTIVE_CHECKS.delete(this.rt);
   }
 }

@@ -1,6 +1,6 @@
 import type { Runtime } from '../kernels/runtime.ts';
 import { NibbleError } from '../errors.ts';
-import { registerFormat, type GpuWeight, type WeightBuilder, type WeightFormat } from './format.ts';
+import { registerFormat, type GpuWeight, type WeightBuilder, type WeightFormat, type WeightLayout } from './format.ts';
 import { ChunkQuantizer, quantKernel } from './gpu-builder.ts';
 import { rowWords } from './layout.ts';
 import quantInt8 from '../../shaders/quant_int8.wgsl?raw';
@@ -18,14 +18,21 @@ export function int8Format(name: string, group: number | 'row'): WeightFormat {
   if (group !== 'row' && (!Number.isInteger(group) || group < 16 || group % 16 !== 0)) {
     throw new NibbleError('bad-argument', `int8 group size must be a positive multiple of 16, got ${group}`);
   }
+  const geometry = (cols: number) => {
+    const G = group === 'row' ? cols : group;
+    // rows padded to 16 bytes (zero words: buffers start zeroed)
+    return { G, KW: rowWords(cols, 4), NG: Math.ceil(cols / G) };
+  };
   return {
     name,
     decoder: { name: 'int8', code: weightInt8 },
     cacheKey: quantizer.code + weightInt8,
+    layout(rows: number, cols: number): WeightLayout {
+      const { KW, NG } = geometry(cols);
+      return { buffers: [rows * KW * 4, rows * NG * 4], bytes: rows * (KW + NG) * 4, temporary: [] };
+    },
     create(rt: Runtime, rows: number, cols: number, label: string): WeightBuilder {
-      const G = group === 'row' ? cols : group;
-      const KW = rowWords(cols, 4); // rows padded to 16 bytes (zero words: buffers start zeroed)
-      const NG = Math.ceil(cols / G);
+      const { G, KW, NG } = geometry(cols);
       const codes = rt.buffer(rows * KW * 4, `${label}.codes`);
       const scales = rt.buffer(rows * NG * 4, `${label}.scales`);
       const q = new ChunkQuantizer(rt, label, rows, cols, quantizer, [codes, scales], { group: G, rowWords: KW, groups: NG, units: NG });

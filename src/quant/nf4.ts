@@ -1,5 +1,5 @@
 import type { Runtime } from '../kernels/runtime.ts';
-import { registerFormat, type GpuWeight, type WeightBuilder, type WeightFormat } from './format.ts';
+import { registerFormat, type GpuWeight, type WeightBuilder, type WeightFormat, type WeightLayout } from './format.ts';
 import { bindAt, ChunkQuantizer, quantKernel, submitDispatches } from './gpu-builder.ts';
 import { rowWords } from './layout.ts';
 import quantNf4 from '../../shaders/quant_nf4.wgsl?raw';
@@ -33,6 +33,10 @@ export const nf4Format: WeightFormat = {
   name: 'nf4',
   decoder: { name: 'nf4', code: weightNf4 + '\n' + nf4Absmax },
   cacheKey: firstPass.code + weightNf4 + nf4Absmax,
+  layout(rows: number, cols: number): WeightLayout {
+    const { KW, NB } = geometry(cols);
+    return { buffers: [rows * KW * 4, rows * NB * 4], bytes: rows * (KW + NB) * 4, temporary: [] };
+  },
   create(rt: Runtime, rows: number, cols: number, label: string): WeightBuilder {
     const { KW, NB, geo } = geometry(cols);
     const codes = rt.buffer(rows * KW * 4, `${label}.codes`);
@@ -76,6 +80,13 @@ export const nf4dqFormat: WeightFormat = {
   name: 'nf4-dq',
   decoder: { name: 'nf4dq', code: weightNf4 + '\n' + nf4dqAbsmax },
   cacheKey: firstPass.code + secondPass.code + weightNf4 + nf4dqAbsmax,
+  layout(rows: number, cols: number): WeightLayout {
+    const { KW, NB } = geometry(cols);
+    const nb = rows * NB;
+    const buffers = [rows * KW * 4, Math.ceil(nb / 4) * 4, (1 + Math.ceil(nb / DQ_GROUP)) * 4];
+    // until finish(): the f32 absmax of every block (the mean needs all of them) and the map
+    return { buffers, bytes: buffers[0]! + buffers[1]! + buffers[2]!, temporary: [nb * 4, 256 * 4] };
+  },
   create(rt: Runtime, rows: number, cols: number, label: string): WeightBuilder {
     const { KW, NB, geo } = geometry(cols);
     const nb = rows * NB;

@@ -7,12 +7,21 @@ import { formatNames, getFormat } from './format.ts';
  *   { default: 'nf4', overrides: [{ pattern: 'lm_head|embed_tokens', format: 'int8' }] }
  * A pattern is a RegExp (or its source string) tested against the checkpoint tensor name.
  */
-export interface QuantPlan {
-  default: string;
-  overrides?: Array<{ pattern: string | RegExp; format: string }>;
+/** The weight formats nibble registers (src/quant/formats.ts; a test keeps the two lists equal). */
+export const FORMAT_NAMES = ['f32', 'f16', 'int8', 'int8-g32', 'int8-g128', 'int8-row', 'nf4', 'nf4-dq'] as const;
+export type FormatName = (typeof FORMAT_NAMES)[number];
+
+export function isFormatName(s: unknown): s is FormatName {
+  return (FORMAT_NAMES as readonly unknown[]).includes(s);
 }
 
-export type QuantOption = string | QuantPlan;
+export interface QuantPlan {
+  default: FormatName;
+  overrides?: Array<{ pattern: string | RegExp; format: FormatName }>;
+}
+
+/** A format for every 2-D weight, or a plan with per-tensor overrides (checked at run time too). */
+export type QuantOption = FormatName | QuantPlan;
 
 export function normalizePlan(q: QuantOption | undefined): QuantPlan {
   const plan: QuantPlan = typeof q === 'string' ? { default: q } : q ?? { default: 'f32' };

@@ -85,11 +85,12 @@ class Watchdog {
   stalled = false;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private readonly onAbort: () => void;
+  private readonly ms: number;
+  private readonly outer: AbortSignal | undefined;
 
-  constructor(
-    private readonly ms: number,
-    private readonly outer: AbortSignal | undefined,
-  ) {
+  constructor(ms: number, outer: AbortSignal | undefined) {
+    this.ms = ms;
+    this.outer = outer;
     this.onAbort = () => this.ctl.abort(outer?.reason);
     if (outer?.aborted) this.ctl.abort(outer.reason);
     else outer?.addEventListener('abort', this.onAbort, { once: true });

@@ -1,3 +1,4 @@
+import type { FormatName } from '../../src/quant/plan.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rmSync, writeFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -77,7 +78,7 @@ describe('Engine.load errors', () => {
   });
 
   it('unknown quantization format → bad-argument listing the formats', async () => {
-    const e = await call('loadError', { model: '/models/stories260K', load: { quant: 'q3_k' } });
+    const e = await call('loadError', { model: '/models/stories260K', load: { quant: 'q3_k' as FormatName } }); // a JS caller's typo: refused at run time
     expect(e?.code).toBe('bad-argument');
     expect(e?.message).toMatch(/q3_k/);
     expect(e?.message).toMatch(/f32/);

@@ -66,7 +66,9 @@ export const attnApi = {
     const s = setup(r, c);
     try {
       return await scoped(r, async () => {
-        r.run([op(r, c, s.bufs)], { T: c.T, pos0: c.pos0, headRows: 1 });
+        const o = op(r, c, s.bufs);
+        await r.ready();
+        r.run([o], { T: c.T, pos0: c.pos0, headRows: 1 });
         return Array.from(new Float32Array(await r.read(s.bufs.out, 0, c.T * c.NH * c.D * 4)));
       });
     } finally {
@@ -98,6 +100,7 @@ export const attnApi = {
     try {
       return await scoped(r, async () => {
         const o = op(r, a, s.bufs);
+        await r.ready();
         const ops = new Array<Op>(a.reps).fill(o);
         const shape = { T: a.T, pos0: a.pos0, headRows: 1 };
         r.run([o], shape);

@@ -5,7 +5,7 @@
  */
 import { createGpuContext, type GpuContext } from '../../src/gpu/context.ts';
 import { Runtime, type Op } from '../../src/kernels/runtime.ts';
-import { chooseMatmulVariant, embedOp, linearOp, type LinearMode, type MatmulReduce } from '../../src/kernels/linear.ts';
+import { chooseMatmulVariant, embedOp, linearOp, type LinearMode, type MatmulChoice } from '../../src/kernels/linear.ts';
 import { attentionOp, ropeKvOp, ropeTable, swigluOp } from '../../src/kernels/ops.ts';
 import { getFormat } from '../../src/quant/format.ts';
 import { argmaxRowsOp } from '../../src/kernels/sample.ts';
@@ -14,6 +14,8 @@ import { Engine, type LoadOptions } from '../../src/api/engine.ts';
 import { genApi } from './harness-gen.ts';
 import { loaderApi } from './harness-loader.ts';
 import { attnApi } from './harness-attn.ts';
+import { engineApi } from './harness-engine.ts';
+import { loadApi } from './harness-load.ts';
 
 let ctxPromise: Promise<GpuContext> | null = null;
 async function rt(): Promise<Runtime> {
@@ -25,6 +27,7 @@ type Arr = number[];
 const f32 = (a: Arr) => new Float32Array(a);
 
 async function runOps(r: Runtime, ops: Op[], s: { T: number; pos0?: number; headRows?: number }) {
+  await r.ready();
   r.device.pushErrorScope('validation');
   r.run(ops, { T: s.T, pos0: s.pos0 ?? 0, headRows: s.headRows ?? 1 });
   const err = await r.device.popErrorScope();
@@ -80,6 +83,8 @@ const api = {
   ...genApi,
   ...loaderApi,
   ...attnApi,
+  ...engineApi,
+  ...loadApi,
   async info() {
     const c = await (ctxPromise ??= createGpuContext());
     return { adapter: c.adapterInfo, features: c.features, maxBuffer: c.limits.maxBufferSize, maxBinding: c.limits.maxStorageBufferBindingSize };
@@ -99,7 +104,7 @@ const api = {
     headRows?: number;
     /** Fused RMSNorm of x (weight g, epsilon). */
     norm?: { g: Arr; eps: number };
-    variant?: MatmulReduce;
+    variant?: MatmulChoice;
   }) {
     const r = await rt();
     const w = weight(r, a.format, a.W, a.N, a.K);

@@ -37,7 +37,7 @@ describe('f32 kernels vs CPU reference', () => {
   for (const [M, N, K] of shapes) {
     const modes = M === 1 ? (['decode', 'verify', 'prefill'] as const) : M <= 8 ? (['verify', 'prefill'] as const) : (['prefill'] as const);
     for (const mode of modes) {
-      for (const variant of ['row', 'subgroup', 'workgroup'] as const) {
+      for (const variant of ['row', 'row-plain', 'subgroup', 'workgroup'] as const) {
         it(`linear f32 ${mode} ${variant} M=${M} N=${N} K=${K} (+bias, +residual)`, async () => {
           const x = ref.randn(M * K, M * 1000 + K);
           const W = ref.randn(N * K, N + K, 0.1);
@@ -58,7 +58,7 @@ describe('f32 kernels vs CPU reference', () => {
     [4, 33, 100],
     [11, 50, 44],
   ] as const) {
-    for (const variant of ['row', 'subgroup', 'workgroup'] as const) {
+    for (const variant of ['row', 'row-plain', 'subgroup', 'workgroup'] as const) {
       it(`linear with the RMSNorm fused (${modeOf(M)} ${variant} M=${M} N=${N} K=${K})`, async () => {
         const x = ref.randn(M * K, 3 + K, 2);
         const W = ref.randn(N * K, 6 + N, 0.1);

@@ -1,3 +1,4 @@
+import type { FormatName, QuantPlan } from '../../src/quant/plan.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -52,13 +53,13 @@ const bitsPerWeight = (format: (i: number) => string) => (WEIGHTS.reduce((a, [r,
 
 type Result = Awaited<ReturnType<Caller>> & { perplexity: number; tokens: number; info: { bitsPerWeight: number; formats: Record<string, number>; loaderPeakHostBytes: number } };
 const results: Record<string, Result> = {};
-async function perplexity(quant: string): Promise<Result> {
+async function perplexity(quant: FormatName): Promise<Result> {
   results[quant] ??= (await call('perplexity', { model: MODEL, text, load: { quant } })) as Result;
   return results[quant];
 }
 
 describe('stories260K quantized: perplexity of a story vs f32', () => {
-  const bounds: Array<[string, number]> = [
+  const bounds: Array<[FormatName, number]> = [
     ['int8', 0.01],
     ['nf4', 0.25], // a 64-wide toy model is far more sensitive to 4 bits than real models
     ['nf4-dq', 0.27],
@@ -95,7 +96,7 @@ describe('stories260K quantized: generation, plans, bounded host memory', () => 
   });
 
   it('plan nf4 + int8 embeddings (also the tied head); host memory bounded by a chunk', async () => {
-    const plan = { default: 'nf4', overrides: [{ pattern: 'embed_tokens', format: 'int8' }] };
+    const plan: QuantPlan = { default: 'nf4', overrides: [{ pattern: 'embed_tokens', format: 'int8' }] };
     // the loader's smallest chunk (64 KiB), one read at a time, a budget of one chunk: the
     // checkpoint (1 MiB) streams through the GPU builders, which keep nothing on the host
     const chunk = 1 << 16;

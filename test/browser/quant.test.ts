@@ -240,12 +240,12 @@ describe('GPU quantization is bit-exact with the CPU reference', () => {
 describe('fused dequant kernels vs CPU dequantize + f32 matmul', () => {
   // K % 4 = 0 (matmul rows are read as vec4) but not a multiple of the chunk (4 to 32 weights);
   // each case runs one of the three lane reductions
-  const cases: Array<[number, number, number, 'decode' | 'verify' | 'prefill', 'row' | 'subgroup' | 'workgroup']> = [
+  const cases: Array<[number, number, number, 'decode' | 'verify' | 'prefill', 'row' | 'row-plain' | 'subgroup' | 'workgroup']> = [
     [1, 67, 44, 'decode', 'row'],
     [1, 33, 172, 'decode', 'subgroup'],
     [1, 130, 260, 'decode', 'workgroup'],
     [3, 130, 260, 'verify', 'subgroup'],
-    [5, 61, 1100, 'verify', 'row'],
+    [5, 61, 1100, 'verify', 'row-plain'],
     [9, 150, 100, 'prefill', 'workgroup'],
     [70, 131, 204, 'prefill', 'row'],
   ];

@@ -133,8 +133,17 @@ describe('nibble bench', () => {
   });
 
   it('--draft-quant adds a speculative row per format with its speed-up over the plain row', () => {
-    const r = nibble('bench', '--model', stories, '--quant', 'f32', '--draft-quant', 'int8', '--draft-tokens', '2', ...QUICK);
+    const r = nibble('bench', '--model', stories, '--quant', 'f32', '--draft-quant', 'int8', '--draft-tokens', '2', ...QUICK, '--profile');
     expect(r.code, r.stderr).toBe(0);
+    // with --profile the speculative row gets a profile of its passes: the draft's steps (int8
+    // decode) and the target's verify passes (f32 verify), told apart by their labels
+    const profiles = lines(r.stdout).filter((x) => x.type === 'profile');
+    expect(profiles.map((p) => p.draft ?? null)).toEqual([null, 'int8']);
+    if (profiles[1].available) {
+      const names = (profiles[1].kernels as Array<{ kernel: string }>).map((k) => k.kernel);
+      expect(names).toContain('gate_up:int8:decode');
+      expect(names).toContain('gate_up:f32:verify');
+    }
     const rows = lines(r.stdout).filter((x) => x.type === 'row');
     expect(rows).toHaveLength(2);
     const [plain, spec] = rows;
@@ -156,5 +165,9 @@ describe('nibble bench', () => {
     expect(nibble('bench', '--model', stories, '--shape', 'smollm2-135m').code).toBe(2);
     expect(nibble('bench', '--draft-tokens', '2').code).toBe(2);
     expect(nibble('bench', '--new-tokens', '1').code).toBe(2);
+    expect(nibble('bench', '--prefill-lengths', '64,x').code).toBe(2);
+    const q = nibble('bench', '--quant', 'f32,q4_0');
+    expect(q.code).toBe(2);
+    expect(q.stderr).toMatch(/unknown format "q4_0"/);
   });
 });

@@ -1,11 +1,12 @@
-import { existsSync, lstatSync, mkdirSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { modelsDir, repoRoot } from '../../src/node/paths.ts';
 import { synthModel } from '../../src/node/synth.ts';
 
 /**
  * The local Hub mirror's folder for the loader tests: `.cache/hub-mirror/` (git-ignored) holding
- *   org/stories260K     symlinks to ../shared/models/stories260K (the real test model)
+ *   org/stories260K     hard links to ../shared/models/stories260K (the real test model; hub-serve
+ *                       serves nothing whose real path is outside its folder, so no symlinks)
  *   org/gated260K       the same files, gated by a token (.gated)
  *   org/no-config       a repo without config.json
  *   org/synth-s1, -s3   synthetic SmolLM2-135M shapes, 2 layers, bf16, in 1 and 3 shards
@@ -17,8 +18,13 @@ function linkModel(src: string, dst: string): void {
   mkdirSync(dst, { recursive: true });
   for (const f of readdirSync(src)) {
     const to = join(dst, f);
-    if (existsSync(to) || isLink(to)) continue;
-    symlinkSync(join(src, f), to);
+    if (isLink(to)) unlinkSync(to); // a symlink left by an older checkout: hub-serve refuses those
+    if (existsSync(to)) continue;
+    try {
+      linkSync(join(src, f), to);
+    } catch {
+      copyFileSync(join(src, f), to); // another file system
+    }
   }
 }
 

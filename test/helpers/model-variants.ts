@@ -52,3 +52,60 @@ export function dropTensor(dir: string, name: string): void {
   len.writeBigUInt64LE(BigInt(h.length));
   writeFileSync(file, Buffer.concat([len, h, ...out]));
 }
+
+/**
+ * Rewrites every tensor of model.safetensors through `edit` (which may change its dtype and bytes;
+ * the shape stays; null keeps it), recomputing the offsets.
+ */
+export function rewriteTensors(dir: string, edit: (name: string, dtype: string, data: Buffer, shape: number[]) => { dtype: string; data: Buffer } | null): void {
+  const file = join(dir, 'model.safetensors');
+  const buf = readFileSync(file);
+  const n = Number(buf.readBigUInt64LE(0));
+  const header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8')) as Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] } & Record<string, unknown>>;
+  const data = buf.subarray(8 + n);
+  const out: Buffer[] = [];
+  const newHeader: Record<string, unknown> = {};
+  let off = 0;
+  for (const [k, v] of Object.entries(header)) {
+    if (k === '__metadata__') {
+      newHeader[k] = v;
+      continue;
+    }
+    const [a, b] = v.data_offsets;
+    const orig = Buffer.from(data.subarray(a, b));
+    const r = edit(k, v.dtype, orig, v.shape) ?? { dtype: v.dtype, data: orig };
+    out.push(r.data);
+    newHeader[k] = { ...v, dtype: r.dtype, data_offsets: [off, off + r.data.length] };
+    off += r.data.length;
+  }
+  let h = Buffer.from(JSON.stringify(newHeader), 'utf8');
+  const pad = (8 - (h.length % 8)) % 8;
+  h = Buffer.concat([h, Buffer.alloc(pad, 0x20)]);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(h.length));
+  writeFileSync(file, Buffer.concat([len, h, ...out]));
+}
+
+/** F32 bytes → BF16 (truncated) or F16 (round to nearest) bytes. */
+export function narrowF32(data: Buffer, dtype: 'BF16' | 'F16'): Buffer {
+  const f = new Float32Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.length));
+  const u = new Uint32Array(f.buffer);
+  const out = new Uint16Array(f.length);
+  for (let i = 0; i < f.length; i++) out[i] = dtype === 'BF16' ? u[i] >>> 16 : f32ToF16Bits(f[i]);
+  return Buffer.from(out.buffer);
+}
+
+function f32ToF16Bits(x: number): number {
+  const f = new Float32Array([x]);
+  const u = new Uint32Array(f.buffer)[0];
+  const sign = (u >>> 16) & 0x8000;
+  const a = u & 0x7fffffff;
+  if (a > 0x7f800000) return sign | 0x7e00;
+  if (a >= 0x477ff000) return sign | 0x7c00;
+  if (a < 0x38800000) return sign | Math.round(Math.abs(x) / 2 ** -24); // subnormal halves
+  const e = (a >>> 23) - 127 + 15;
+  let m = (a & 0x7fffff) >>> 13;
+  const rest = a & 0x1fff;
+  if (rest > 0x1000 || (rest === 0x1000 && (m & 1))) m++;
+  return sign | ((e << 10) + m);
+}

@@ -154,6 +154,10 @@ describe('parseConfig', () => {
     const { model_type: _, ...noType } = base;
     expect(errorOf(() => parseConfig(noType), 'unsupported-architecture')).toMatch(/no model_type; nibble runs: llama, mistral, qwen2/);
     expect(errorOf(() => parseConfig({ ...base, hidden_act: 'gelu' }), 'unsupported-architecture')).toMatch(/gelu/);
+    // the kernels' limits are refused from config.json, before any weight is downloaded
+    expect(errorOf(() => parseConfig({ ...base, head_dim: 320 }), 'unsupported-architecture')).toMatch(/head_dim 320 .*at most 256/);
+    expect(errorOf(() => parseConfig({ ...base, head_dim: 6 }), 'unsupported-architecture')).toMatch(/head_dim 6 .*multiple of 4/);
+    expect(errorOf(() => parseConfig({ ...base, intermediate_size: 1538 }), 'unsupported-architecture')).toMatch(/intermediate_size 1538/);
   });
 
   it('rejects missing or invalid required fields, naming the field', () => {
@@ -168,7 +172,7 @@ describe('parseConfig', () => {
     expect(errorOf(() => parseConfig({ ...base, hidden_size: 66 }), 'bad-config')).toMatch(
       /hidden_size \(66\) is not divisible by num_attention_heads \(4\)/,
     );
-    expect(parseConfig({ ...base, hidden_size: 66, head_dim: 16 }).headDim).toBe(16); // explicit head_dim wins
+    expect(parseConfig({ ...base, hidden_size: 68, head_dim: 16 }).headDim).toBe(16); // explicit head_dim wins (68 / 4 heads would be 17)
     expect(errorOf(() => parseConfig({ ...base, head_dim: 7 }), 'bad-config')).toMatch(/head_dim \(7\) must be even/);
     expect(errorOf(() => parseConfig({ ...base, num_key_value_heads: 3 }), 'bad-config')).toMatch(/multiple of num_key_value_heads \(3\)/);
   });

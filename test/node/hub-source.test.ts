@@ -185,6 +185,22 @@ describe('HubSource against the mirror', () => {
     expect(await viaResolve.text('config.json')).toContain('llama');
   });
 
+  it('resolveSource sends a token only to the Hub endpoint\'s origin, never to a plain URL elsewhere', async () => {
+    const seen: Array<{ url: string; auth: string | null }> = [];
+    const spy: typeof fetch = async (input, init) => {
+      seen.push({ url: String(input), auth: new Headers(init?.headers).get('authorization') });
+      return new Response('{"model_type":"llama"}', { status: 200, headers: { 'content-type': 'application/json' } });
+    };
+    const elsewhere = resolveSource('http://127.0.0.1:1/models/m', { hubEndpoint: 'https://hub.example', token: TOKEN, fetch: spy });
+    await elsewhere.text('config.json');
+    const onHub = resolveSource('https://hub.example/org/m/resolve/main', { hubEndpoint: 'https://hub.example', token: TOKEN, fetch: spy });
+    await onHub.text('config.json');
+    expect(seen.map((s) => [new URL(s.url).origin, s.auth])).toEqual([
+      ['http://127.0.0.1:1', null],
+      ['https://hub.example', `Bearer ${TOKEN}`],
+    ]);
+  });
+
   it('an abort stops a slow read at once', async () => {
     server.setFaults({ latencyMs: 2_000 });
     const ctl = new AbortController();

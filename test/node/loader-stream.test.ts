@@ -22,10 +22,12 @@ class FakeSource implements ModelSource {
   inFlight = 0;
   maxInFlight = 0;
   ranges: Array<[string, number, number]> = [];
-  constructor(
-    private readonly files: Map<string, { size: number; bytes?: Uint8Array; header?: Uint8Array }>,
-    private readonly delay: (i: number) => number = () => 0,
-  ) {}
+  private readonly files: Map<string, { size: number; bytes?: Uint8Array; header?: Uint8Array }>;
+  private readonly delay: (i: number) => number;
+  constructor(files: Map<string, { size: number; bytes?: Uint8Array; header?: Uint8Array }>, delay: (i: number) => number = () => 0) {
+    this.files = files;
+    this.delay = delay;
+  }
   async text(): Promise<string> {
     throw new Error('not used');
   }
