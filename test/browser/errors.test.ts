@@ -84,11 +84,14 @@ describe('Engine.load errors', () => {
     expect(e?.message).toMatch(/f32/);
   });
 
-  it('a lost device surfaces as device-lost on the engine', async () => {
+  it('a lost device surfaces as device-lost on the engine; a new load gets a fresh device and works', async () => {
     const e = await call('deviceLost', { model: '/models/stories260K' });
     expect(e?.code).toBe('device-lost');
     expect(e?.engineError).toBe('device-lost');
     expect(e?.message).toMatch(/GPU device was lost/);
+    expect(e?.later).toBe('device-lost'); // every later call too
+    expect(e?.newDevice).toBe(true);
+    expect(e?.reloadMatches).toBe(true); // the same greedy tokens as before the loss
   });
 
   it('a model URL that does not exist → not-found', async () => {

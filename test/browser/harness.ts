@@ -297,16 +297,29 @@ const api = {
     }
   },
 
-  /** Destroys the engine's device mid-life: the next call must fail with 'device-lost'. */
+  /**
+   * Destroys the engine's device mid-life: the next calls must fail with 'device-lost', and a new
+   * Engine.load (on a fresh device: the lost one is forgotten) must work again.
+   */
   async deviceLost(a: { model: string }) {
     const engine = await Engine.load(a.model);
+    const want = (await engine.generate('Hello', { maxNewTokens: 4 }).result).tokenIds;
     engine.model.rt.device.destroy();
     await new Promise((r) => setTimeout(r, 100));
+    const codeOf = async (p: Promise<unknown>) => p.then(() => null, (e) => (e as { code?: string }).code ?? String(e));
+    let first: { code: string | null; message: string } | null = null;
     try {
       await engine.generate('Hello', { maxNewTokens: 4 }).result;
-      return null;
     } catch (e) {
-      return { code: (e as { code?: string }).code ?? null, message: String((e as Error).message ?? e), engineError: engine.error?.code ?? null };
+      first = { code: (e as { code?: string }).code ?? null, message: String((e as Error).message ?? e) };
+    }
+    const later = await codeOf(engine.generate('Hello again', { maxNewTokens: 4 }).result);
+    const again = await Engine.load(a.model);
+    try {
+      const got = (await again.generate('Hello', { maxNewTokens: 4 }).result).tokenIds;
+      return first && { ...first, engineError: engine.error?.code ?? null, later, reloadMatches: JSON.stringify(got) === JSON.stringify(want), newDevice: again.model.rt.device !== engine.model.rt.device };
+    } finally {
+      await again.dispose();
     }
   },
 
