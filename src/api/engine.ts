@@ -367,13 +367,23 @@ export class Engine {
         : {}),
     };
     const engine = new Engine(rt, m, tokenizer, info, source, draft ? { model: draft.model, tokens: draftTokens, adaptive: !!opts.draft?.adaptive } : null);
+    // the device is shared by every engine of the page and outlives them: what it keeps (the lost
+    // promise's reaction, the error listener) must not keep a disposed engine (its model, buffers,
+    // bind groups) alive, so it holds the engine through a box that dispose() empties
+    const box: { engine: Engine | null } = { engine };
     device.lost.then((l) => {
-      if (!engine.disposed) engine.lostError = new NibbleError('device-lost', `the GPU device was lost: ${l.reason} ${l.message}`);
+      const e = box.engine;
+      if (e && !e.disposed) e.lostError = new NibbleError('device-lost', `the GPU device was lost: ${l.reason} ${l.message}`);
     });
-    device.addEventListener?.('uncapturederror', (ev) => {
-      const e = (ev as GPUUncapturedErrorEvent).error;
-      if (!engine.lostError) engine.lostError = new NibbleError('gpu-error', `GPU error: ${e.message}`);
-    });
+    const onError = (ev: Event) => {
+      const e = box.engine;
+      if (e && !e.lostError) e.lostError = new NibbleError('gpu-error', `GPU error: ${(ev as GPUUncapturedErrorEvent).error.message}`);
+    };
+    device.addEventListener?.('uncapturederror', onError);
+    engine.detachDevice = () => {
+      box.engine = null;
+      device.removeEventListener?.('uncapturederror', onError);
+    };
     return engine;
   }
 
@@ -568,7 +578,11 @@ export class Engine {
     return this.disposing;
   }
 
+  /** Drops the device's references to this engine (set by load). */
+  private detachDevice: () => void = () => {};
+
   private async release(): Promise<void> {
+    this.detachDevice();
     // token readbacks still in flight (a step queued ahead) finish before their buffers go
     await this.seq.settle();
     if (this.speculator) await Promise.all([this.speculator.targetSeq.settle(), this.speculator.draftSeq.settle()]);

@@ -13,8 +13,9 @@ import { modelsDir } from '../../src/node/paths.ts';
  */
 let call: Caller;
 let close: () => Promise<void>;
+let page: Awaited<ReturnType<typeof openHarness>>['page'];
 beforeAll(async () => {
-  ({ call, close } = await openHarness());
+  ({ call, close, page } = await openHarness());
 });
 afterAll(async () => close?.());
 
@@ -39,6 +40,27 @@ describe('GPU memory over load / dispose cycles', () => {
       expect(s.labels).toEqual([]);
       expect(s.bytes).toBe(0);
     }
+  });
+});
+
+describe('JS heap over load / dispose cycles', () => {
+  it('8 cycles and 200 generate calls leave the page\'s heap at its baseline after a GC', async () => {
+    const cdp = await page.createCDPSession();
+    const heap = async () => {
+      await cdp.send('HeapProfiler.collectGarbage');
+      await cdp.send('HeapProfiler.collectGarbage');
+      return ((await cdp.send('Runtime.getHeapUsage')) as { usedSize: number }).usedSize;
+    };
+    const cycle = (cycles: number, generates: number) =>
+      call('leakCycles', { model: MODEL, cycles, generates, loads: [{}, { quant: 'int8' }], gen: [{}, { temperature: 0.8, seed: 1 }] });
+    await cycle(1, 2); // warm-up: modules, compiled pipelines (cached per device), tokenizer tables
+    const before = await heap();
+    const r = await cycle(8, 25); // 8 loads (f32, int8 alternately), 8 × 25 = 200 generate calls
+    const after = await heap();
+    await cdp.detach();
+    console.log(`JS heap: ${(before / 2 ** 20).toFixed(2)} MiB before, ${(after / 2 ** 20).toFixed(2)} MiB after 8 load/dispose cycles and 200 generate calls`);
+    expect(r.tokens).toBeGreaterThan(200);
+    expect(after - before).toBeLessThan(512 * 1024); // the issue saw ≈ 1 MB per cycle
   });
 });
 
