@@ -1,6 +1,7 @@
 import type { ModelSource } from '../source/types.ts';
 import { UrlSource } from '../source/url.ts';
 import { DEFAULT_HUB_ENDPOINT, HubSource } from '../source/hub.ts';
+import { isHubId } from '../util/model-input.ts';
 
 export interface SourceOptions {
   /** Hub endpoint for "org/name" ids (default https://huggingface.co). */
@@ -18,12 +19,7 @@ export interface SourceOptions {
   stallTimeoutMs?: number;
 }
 
-const HUB_ID = /^[A-Za-z0-9][\w.-]*\/[\w.-]+$/;
-
-/** Whether `model` reads as a Hub repo id ("org/name") rather than a URL or path. */
-export function isHubId(model: string): boolean {
-  return HUB_ID.test(model) && !model.startsWith('.');
-}
+export { isHubId };
 
 /** A URL (absolute, or a path on the page's origin) or a Hub id → a ModelSource. */
 export function resolveSource(model: string, opts: SourceOptions = {}): ModelSource {

@@ -142,8 +142,6 @@ interface Job extends WeightSpec {
   fromCache?: boolean;
   /** Weight rows (matrix) or elements (vector) where each member tensor starts. */
   bases?: number[];
-  /** Whether the GPU builder counts non-finite inputs itself (else the loader scans on the CPU). */
-  gpuCounted?: boolean;
 }
 
 /** The bad-tensor error of a weight whose checkpoint values hold NaN or ±Inf. */
@@ -344,7 +342,7 @@ export async function loadWeights(
 
   const owned: GPUBuffer[] = [];
   // NaN / ±Inf in the checkpoint: counted by the GPU quantizers, read back before anything is cached
-  const nonFinite = NonFiniteCheck.begin(rt);
+  const nonFinite = new NonFiniteCheck(rt);
   let handle: ModelCacheHandle | null = null;
   let staging: Promise<void> = Promise.resolve();
   let cacheFailed = false;
@@ -548,10 +546,10 @@ export async function loadWeights(
             if (j.kind === 'matrix') {
               if (!j.builder) {
                 j.builder = getFormat(j.format)!.create(rt, j.rows, j.cols, j.label);
-                j.gpuCounted = nonFinite.tracks(j.label);
+                if (j.builder.nonFinite) nonFinite.add(j.label, j.builder.nonFinite);
                 stats.weightsBuilt++;
               }
-              if (!j.gpuCounted) {
+              if (!j.builder.nonFinite) {
                 const nf = scanNonFinite(bytes, t.dtype);
                 if (nf.count > 0) throw nonFiniteError(t.name, nf.count, `in row ${row0 + Math.floor(nf.first / j.cols)}`);
               }

@@ -22,14 +22,16 @@ export const f16Format: WeightFormat = {
   },
   create(rt: Runtime, rows: number, cols: number, label: string): WeightBuilder {
     const KW = rowWords(cols, 2);
-    const codes = rt.buffer(f16Format.layout!(rows, cols).buffers[0]!, `${label}.codes`);
+    const L = f16Format.layout!(rows, cols);
+    const codes = rt.buffer(L.buffers[0]!, `${label}.codes`);
     const units = Math.ceil(cols / 2); // one thread per word that holds weights
     const q = new ChunkQuantizer(rt, label, rows, cols, quantizer, [codes], { group: 0, rowWords: KW, groups: 0, units });
     return {
+      nonFinite: q.nonFinite,
       write: (row0, dtype, bytes) => q.write(row0, dtype, bytes),
       finish(): GpuWeight {
         q.finish();
-        return { format: 'f16', rows, cols, buffers: [codes], bytes: rows * KW * 4, constants: {} };
+        return { format: 'f16', rows, cols, buffers: [codes], bytes: L.bytes, constants: {} };
       },
     };
   },

@@ -27,6 +27,11 @@ export interface WeightBuilder {
   write(row0: number, dtype: DType, bytes: Uint8Array): void;
   /** Called once all rows were written; releases temporary buffers. */
   finish(): GpuWeight;
+  /**
+   * GPU-quantized formats: the quantizer's count of non-finite inputs (u32 [count, first weight
+   * row], complete once finish()'s work has run). The caller reads it and destroys it.
+   */
+  readonly nonFinite?: GPUBuffer;
 }
 
 /**

@@ -62,7 +62,10 @@ const CHUNK_BYTES = 32; // struct Chunk: 8 × u32
  */
 export class ChunkQuantizer {
   readonly uniform: GPUBuffer;
-  /** [non-finite inputs seen, first weight row holding one] (binding 6 of quant_common.wgsl). */
+  /**
+   * [non-finite inputs seen, first weight row holding one] (binding 6 of quant_common.wgsl): handed
+   * to the weight's caller through WeightBuilder.nonFinite, who reads and frees it.
+   */
   readonly nonFinite: GPUBuffer;
   private staging: GPUBuffer | null = null;
   private bindGroup: GPUBindGroup | null = null;
@@ -75,8 +78,6 @@ export class ChunkQuantizer {
   private readonly cols: number;
   private readonly outputs: GPUBuffer[];
   private readonly geo: ChunkGeometry;
-  /** Whether a NonFiniteCheck took the counter (else finish() frees it). */
-  private readonly counted: boolean;
 
   constructor(rt: Runtime, label: string, rows: number, cols: number, kernel: ShaderSource, outputs: GPUBuffer[], geo: ChunkGeometry) {
     this.rt = rt;
@@ -89,9 +90,6 @@ export class ChunkQuantizer {
     this.uniform = rt.buffer(CHUNK_BYTES, `${label}.chunk`, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
     this.nonFinite = rt.buffer(16, `${label}.nonfinite`);
     rt.device.queue.writeBuffer(this.nonFinite, 0, new Uint32Array([0, NO_ROW, 0, 0]));
-    const check = ACTIVE_CHECKS.get(rt);
-    this.counted = !!check;
-    check?.add(label, this.nonFinite);
   }
 
   /** Fills the Chunk uniform (queued before the next submit); `units` overrides the geometry's. */
@@ -144,12 +142,10 @@ export class ChunkQuantizer {
     this.staging = null;
     this.bindGroup = null;
     this.uniform.destroy();
-    if (!this.counted) this.nonFinite.destroy();
   }
 }
 
 const NO_ROW = 0xffffffff;
-const ACTIVE_CHECKS = new WeakMap<Runtime, NonFiniteCheck>();
 
 /** A weight whose checkpoint rows held NaN or ±Inf, as the quantizers counted them. */
 export interface NonFiniteReport {
@@ -162,36 +158,22 @@ export interface NonFiniteReport {
 }
 
 /**
- * Counts the non-finite inputs (NaN, ±Inf) of every ChunkQuantizer made on `rt` while it is
- * active: each quantizer thread that meets one adds to its weight's counter (an atomic in
- * quant_common.wgsl, touched only when there is something to count) and notes the row. The
- * loader reads all counters back with one mapAsync once the weights are built (`results`), before
- * anything is cached, and fails with `bad-tensor` naming the tensor. One check per Runtime at a
- * time (loads on one Runtime run one after another).
+ * The non-finite input counters (NaN, ±Inf) of a load's GPU-built weights: the loader adds each
+ * builder's `nonFinite` counter (each quantizer thread that meets one adds to it, an atomic in
+ * quant_common.wgsl touched only when there is something to count), then reads them all back with
+ * one mapAsync once the weights are built (`results`), before anything is cached, and fails with
+ * `bad-tensor` naming the tensor.
  */
 export class NonFiniteCheck {
   private readonly rt: Runtime;
   private entries: Array<{ label: string; buffer: GPUBuffer }> = [];
-  private readonly labels = new Set<string>();
 
-  private constructor(rt: Runtime) {
+  constructor(rt: Runtime) {
     this.rt = rt;
-  }
-
-  static begin(rt: Runtime): NonFiniteCheck {
-    const c = new NonFiniteCheck(rt);
-    ACTIVE_CHECKS.set(rt, c);
-    return c;
   }
 
   add(label: string, buffer: GPUBuffer): void {
     this.entries.push({ label, buffer });
-    this.labels.add(label);
-  }
-
-  /** Whether the weight labelled `label` is counted on the GPU (false: a CPU-built format such as f32). */
-  tracks(label: string): boolean {
-    return this.labels.has(label);
   }
 
   /** Reads every counter back (after the quantizers queued so far) and frees them; weights with non-finite inputs. */
@@ -219,10 +201,9 @@ export class NonFiniteCheck {
     }
   }
 
-  /** Frees the counters not read yet and stops collecting. */
+  /** Frees the counters not read yet. */
   end(): void {
     for (const e of this.entries) e.buffer.destroy();
     this.entries = [];
-    if (ACTIVE_CHECKS.get(this.rt) === this) ACTIVE_CHECKS.delete(this.rt);
   }
 }

@@ -23,24 +23,27 @@ export function int8Format(name: string, group: number | 'row'): WeightFormat {
     // rows padded to 16 bytes (zero words: buffers start zeroed)
     return { G, KW: rowWords(cols, 4), NG: Math.ceil(cols / G) };
   };
+  const layout = (rows: number, cols: number): WeightLayout => {
+    const { KW, NG } = geometry(cols);
+    return { buffers: [rows * KW * 4, rows * NG * 4], bytes: rows * (KW + NG) * 4, temporary: [] };
+  };
   return {
     name,
     decoder: { name: 'int8', code: weightInt8 },
     cacheKey: quantizer.code + weightInt8,
-    layout(rows: number, cols: number): WeightLayout {
-      const { KW, NG } = geometry(cols);
-      return { buffers: [rows * KW * 4, rows * NG * 4], bytes: rows * (KW + NG) * 4, temporary: [] };
-    },
+    layout,
     create(rt: Runtime, rows: number, cols: number, label: string): WeightBuilder {
       const { G, KW, NG } = geometry(cols);
-      const codes = rt.buffer(rows * KW * 4, `${label}.codes`);
-      const scales = rt.buffer(rows * NG * 4, `${label}.scales`);
+      const L = layout(rows, cols);
+      const codes = rt.buffer(L.buffers[0]!, `${label}.codes`);
+      const scales = rt.buffer(L.buffers[1]!, `${label}.scales`);
       const q = new ChunkQuantizer(rt, label, rows, cols, quantizer, [codes, scales], { group: G, rowWords: KW, groups: NG, units: NG });
       return {
+        nonFinite: q.nonFinite,
         write: (row0, dtype, bytes) => q.write(row0, dtype, bytes),
         finish(): GpuWeight {
           q.finish();
-          return { format: name, rows, cols, buffers: [codes, scales], bytes: rows * (KW + NG) * 4, constants: { G } };
+          return { format: name, rows, cols, buffers: [codes, scales], bytes: L.bytes, constants: { G } };
         },
       };
     },

@@ -38,15 +38,17 @@ export const nf4Format: WeightFormat = {
     return { buffers: [rows * KW * 4, rows * NB * 4], bytes: rows * (KW + NB) * 4, temporary: [] };
   },
   create(rt: Runtime, rows: number, cols: number, label: string): WeightBuilder {
-    const { KW, NB, geo } = geometry(cols);
-    const codes = rt.buffer(rows * KW * 4, `${label}.codes`);
-    const absmax = rt.buffer(rows * NB * 4, `${label}.absmax`);
+    const { geo } = geometry(cols);
+    const L = nf4Format.layout!(rows, cols);
+    const codes = rt.buffer(L.buffers[0]!, `${label}.codes`);
+    const absmax = rt.buffer(L.buffers[1]!, `${label}.absmax`);
     const q = new ChunkQuantizer(rt, label, rows, cols, firstPass, [codes, absmax], geo);
     return {
+      nonFinite: q.nonFinite,
       write: (row0, dtype, bytes) => q.write(row0, dtype, bytes),
       finish(): GpuWeight {
         q.finish();
-        return { format: 'nf4', rows, cols, buffers: [codes, absmax], bytes: rows * (KW + NB) * 4, constants: {} };
+        return { format: 'nf4', rows, cols, buffers: [codes, absmax], bytes: L.bytes, constants: {} };
       },
     };
   },
@@ -88,17 +90,19 @@ export const nf4dqFormat: WeightFormat = {
     return { buffers, bytes: buffers[0]! + buffers[1]! + buffers[2]!, temporary: [nb * 4, 256 * 4] };
   },
   create(rt: Runtime, rows: number, cols: number, label: string): WeightBuilder {
-    const { KW, NB, geo } = geometry(cols);
+    const { NB, geo } = geometry(cols);
     const nb = rows * NB;
     const groups = Math.ceil(nb / DQ_GROUP);
-    const codes = rt.buffer(rows * KW * 4, `${label}.codes`);
-    const qabs = rt.buffer(Math.ceil(nb / 4) * 4, `${label}.qabsmax`);
-    const stats = rt.buffer((1 + groups) * 4, `${label}.stats`);
+    const L = nf4dqFormat.layout!(rows, cols);
+    const codes = rt.buffer(L.buffers[0]!, `${label}.codes`);
+    const qabs = rt.buffer(L.buffers[1]!, `${label}.qabsmax`);
+    const stats = rt.buffer(L.buffers[2]!, `${label}.stats`);
     // until finish(): the f32 absmax of every block (the mean needs all of them) and the map
-    const absmax = rt.buffer(nb * 4, `${label}.absmax_f32`);
+    const absmax = rt.buffer(L.temporary[0]!, `${label}.absmax_f32`);
     const dmap = rt.upload(dynamicMap(), `${label}.dynamic_map`);
     const q = new ChunkQuantizer(rt, label, rows, cols, firstPass, [codes, absmax], geo);
     return {
+      nonFinite: q.nonFinite,
       write: (row0, dtype, bytes) => q.write(row0, dtype, bytes),
       finish(): GpuWeight {
         // second pass over all absmax: the mean (one workgroup), then 8-bit codes per group of 256
@@ -113,8 +117,7 @@ export const nf4dqFormat: WeightFormat = {
         q.finish();
         absmax.destroy();
         dmap.destroy();
-        const bytes = rows * KW * 4 + Math.ceil(nb / 4) * 4 + (1 + groups) * 4;
-        return { format: 'nf4-dq', rows, cols, buffers: [codes, qabs, stats], bytes, constants: {} };
+        return { format: 'nf4-dq', rows, cols, buffers: [codes, qabs, stats], bytes: L.bytes, constants: {} };
       },
     };
   },

@@ -3,24 +3,11 @@
  * drag and drop, or the File System Access API), or any Blobs keyed by path.
  */
 import { NibbleError } from '../errors.ts';
+import { pickedFiles } from '../util/model-input.ts';
 import type { FileMetadata, ModelSource } from './types.ts';
 
 function throwIfAborted(signal: AbortSignal | undefined, what: string): void {
   if (signal?.aborted) throw new NibbleError('aborted', `${what}: aborted`, { cause: signal.reason });
-}
-
-/**
- * The path of a picked file inside the model folder. A directory pick gives
- * `webkitRelativePath` = "<picked folder>/sub/file"; the picked folder is the model root, so
- * its name is dropped. Plain file picks have an empty webkitRelativePath: use the name.
- */
-function relativePath(f: File): string {
-  const rel = (f as { webkitRelativePath?: string }).webkitRelativePath;
-  if (rel) {
-    const slash = rel.indexOf('/');
-    return slash >= 0 ? rel.slice(slash + 1) : rel;
-  }
-  return f.name;
 }
 
 export class BlobSource implements ModelSource {
@@ -35,14 +22,9 @@ export class BlobSource implements ModelSource {
       this.files = new Map(files);
       this.description = description ?? 'picked files';
     } else {
-      this.files = new Map();
-      let folder: string | undefined;
-      for (const f of Array.from(files)) {
-        this.files.set(relativePath(f), f);
-        const rel = (f as { webkitRelativePath?: string }).webkitRelativePath;
-        if (rel && rel.includes('/')) folder ??= rel.slice(0, rel.indexOf('/'));
-      }
-      this.description = description ?? (folder ? `picked folder "${folder}"` : 'picked files');
+      const picked = pickedFiles(files);
+      this.files = picked.blobs;
+      this.description = description ?? picked.description;
     }
     this.cacheId = `blob:${this.description}`;
   }

@@ -7,13 +7,15 @@
  *   const engine = await WorkerEngine.load('HuggingFaceTB/SmolLM2-360M-Instruct', { quant: 'nf4', onProgress });
  *   for await (const text of engine.generate('Once upon a time')) out.textContent += text;
  *
- * This module imports nothing of the engine at run time (types only, and NibbleError), so a
- * bundle of it holds no kernels, parsers or tokenizer.
+ * This module imports nothing of the engine at run time (types only, NibbleError, and two small
+ * helpers of src/util/model-input.ts), so a bundle of it holds no kernels, parsers or
+ * tokenizer.
  */
 import { NibbleError, show } from '../errors.ts';
 import type { EngineInfo, GenerateOptions, GenerateResult, Generation } from '../api/engine.ts';
 import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Completion, CompletionChunk, CompletionRequest } from '../api/openai.ts';
 import { fromWireError, type LoadProgress, type LoadReply, type Reply, type Request, type WireLoadOptions, type WireModel } from './protocol.ts';
+import { isHubId, pickedFiles } from '../util/model-input.ts';
 
 /** Engine.load's options that can cross to a worker, plus where the worker comes from. */
 export interface WorkerLoadOptions extends WireLoadOptions {
@@ -185,39 +187,17 @@ class Channel<T> implements AsyncIterable<T> {
   }
 }
 
-const HUB_ID = /^[A-Za-z0-9][\w.-]*\/[\w.-]+$/; // as isHubId in src/api/resolve.ts (not imported: it pulls the sources in)
-
 /** A URL relative to the page made absolute (the worker would resolve it against its script's URL). */
 function absolute(model: string): string {
-  if ((HUB_ID.test(model) && !model.startsWith('.')) || /^[a-z][a-z0-9+.-]*:/i.test(model)) return model;
+  if (isHubId(model) || /^[a-z][a-z0-9+.-]*:/i.test(model)) return model;
   const loc = (globalThis as { location?: Location }).location;
   return loc ? new URL(model, loc.href).href : model;
-}
-
-/** The path of a picked file inside the model folder (as BlobSource computes it). */
-function relativePath(f: File): string {
-  const rel = (f as { webkitRelativePath?: string }).webkitRelativePath;
-  if (rel) {
-    const slash = rel.indexOf('/');
-    return slash >= 0 ? rel.slice(slash + 1) : rel;
-  }
-  return f.name;
 }
 
 function wireModel(model: WorkerModel): WireModel {
   if (typeof model === 'string') return absolute(model);
   if (model instanceof Map) return { blobs: model };
-  if (model && typeof model === 'object' && typeof (model as ArrayLike<File>).length === 'number') {
-    const blobs = new Map<string, Blob>();
-    let folder: string | undefined;
-    for (const f of Array.from(model as ArrayLike<File>)) {
-      if (!(f instanceof Blob)) throw new NibbleError('bad-argument', `model files must be File objects, got ${show(f)}`);
-      blobs.set(relativePath(f), f);
-      const rel = (f as { webkitRelativePath?: string }).webkitRelativePath;
-      if (rel && rel.includes('/')) folder ??= rel.slice(0, rel.indexOf('/'));
-    }
-    return { blobs, description: folder ? `picked folder "${folder}"` : 'picked files' };
-  }
+  if (model && typeof model === 'object' && typeof (model as ArrayLike<File>).length === 'number') return pickedFiles(model as ArrayLike<File>);
   throw new NibbleError(
     'bad-argument',
     `WorkerEngine.load's model must be a Hub id, a URL, picked Files or a Map of paths to Blobs (a ModelSource object cannot cross to the worker), got ${show(model)}`,
