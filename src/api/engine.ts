@@ -8,10 +8,10 @@ import { LlamaModel, type LoadProgress, type LoadStats } from '../model/llama.ts
 import type { WeightCache } from '../cache/types.ts';
 import { normalizePlan, planKey, type QuantOption, type QuantPlan } from '../quant/plan.ts';
 import '../quant/formats.ts';
-import { Sequence } from '../generate/sequence.ts';
+import { checkTokenIds, Sequence } from '../generate/sequence.ts';
 import { plainDecode, type FinishReason, type LoopResult, type TokenSink } from '../generate/decode.ts';
 import { GpuSampler } from '../generate/sampler.ts';
-import { hasPenalties, isPlainArgmax, resolveSampling, type SamplingOptions } from '../generate/sampling.ts';
+import { hasPenalties, isPlainArgmax, resolveSampling, type ResolvedSampling, type SamplingOptions } from '../generate/sampling.ts';
 import { Speculator, type SpeculativeStats } from '../generate/speculative.ts';
 import { StopStringMatcher } from '../generate/stop.ts';
 import { TextTokenizer } from '../tokenizer.ts';
@@ -631,7 +631,7 @@ export class Engine {
     if (ids.length > m.ctx) {
       throw new NibbleError('context-overflow', `the prompt has ${ids.length} tokens but the context holds ${m.ctx}; use a longer contextLength`);
     }
-    const sampling = resolveSampling(opts, m.cfg.vocabSize);
+    const sampling = req.sampling;
     const eos = new Set(opts.ignoreEos ? [] : (opts.eosTokenIds ?? m.cfg.eosTokenIds));
     const decoder = this.tokenizer.streamDecoder(ids);
     const matcher = new StopStringMatcher(stops);
@@ -788,22 +788,12 @@ interface Request {
   opts: GenerateOptions;
   maxNew: number;
   stops: string[];
+  /** The sampling settings, resolved once (a random seed is drawn here when none is given). */
+  sampling: ResolvedSampling;
 }
 
 function bad(msg: string): never {
   throw new NibbleError('bad-argument', msg);
-}
-
-/** Token ids: a non-empty array of integers inside the vocabulary. */
-export function checkTokenIds(ids: unknown, what: string, vocabSize: number): asserts ids is number[] {
-  if (!Array.isArray(ids)) bad(`${what} must be an array of token ids, got ${show(ids)}`);
-  if (ids.length === 0) bad(`${what} is empty: give at least one token id`);
-  for (let i = 0; i < ids.length; i++) {
-    const id = ids[i];
-    if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id >= vocabSize) {
-      bad(`${what}[${i}] must be a token id (an integer in 0..${vocabSize - 1}), got ${show(id)}`);
-    }
-  }
 }
 
 /** Checks generate()'s arguments before the call is queued; every failure is a bad-argument NibbleError. */
@@ -835,7 +825,6 @@ function validateGenerate(prompt: unknown, opts: unknown, vocabSize: number): Re
   if (o.signal !== undefined && (o.signal === null || typeof (o.signal as AbortSignal).aborted !== 'boolean')) {
     bad(`signal must be an AbortSignal, got ${show(o.signal)}`);
   }
-  // sampling settings are checked here too (resolveSampling is pure); the run resolves them again
-  resolveSampling({ ...o, seed: o.seed ?? 0 }, vocabSize);
-  return { prompt: typeof prompt === 'string' ? prompt : '', promptIds, opts: o, maxNew, stops };
+  const sampling = resolveSampling(o, vocabSize);
+  return { prompt: typeof prompt === 'string' ? prompt : '', promptIds, opts: o, maxNew, stops, sampling };
 }

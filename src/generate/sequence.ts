@@ -1,6 +1,22 @@
-import { NibbleError } from '../errors.ts';
+import { NibbleError, show } from '../errors.ts';
 import type { Op } from '../kernels/runtime.ts';
 import type { LlamaModel } from '../model/llama.ts';
+
+/** Token ids: a non-empty array of integers inside the vocabulary (else a bad-argument NibbleError). */
+export function checkTokenIds(ids: unknown, what: string, vocabSize: number): asserts ids is number[] {
+  const bad = (msg: string): never => {
+    throw new NibbleError('bad-argument', msg);
+  };
+  if (!Array.isArray(ids)) bad(`${what} must be an array of token ids, got ${show(ids)}`);
+  const list = ids as unknown[];
+  if (list.length === 0) bad(`${what} is empty: give at least one token id`);
+  for (let i = 0; i < list.length; i++) {
+    const id = list[i];
+    if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id >= vocabSize) {
+      bad(`${what}[${i}] must be a token id (an integer in 0..${vocabSize - 1}), got ${show(id)}`);
+    }
+  }
+}
 
 /**
  * One sequence in the model's KV cache: which tokens are cached at positions 0..length-1, and
@@ -41,14 +57,9 @@ export class Sequence {
    */
   prefill(ids: number[], pick?: Op | null): Promise<number> | null {
     const m = this.model;
-    if (ids.length === 0) throw new NibbleError('bad-argument', 'the prompt has no tokens');
+    checkTokenIds(ids, 'the prompt\'s token ids', m.cfg.vocabSize);
     if (ids.length > m.ctx) {
       throw new NibbleError('context-overflow', `the prompt has ${ids.length} tokens but the context holds ${m.ctx}`);
-    }
-    for (const id of ids) {
-      if (!Number.isInteger(id) || id < 0 || id >= m.cfg.vocabSize) {
-        throw new NibbleError('bad-argument', `token id ${id} is outside the vocabulary (0..${m.cfg.vocabSize - 1})`);
-      }
     }
     this.pending = 0;
     let start = 0;
