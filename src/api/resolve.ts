@@ -38,14 +38,18 @@ export function resolveSource(model: string, opts: SourceOptions = {}): ModelSou
   const loc = (globalThis as { location?: Location }).location;
   if (!/^[a-z]+:\/\//i.test(url) && loc) url = new URL(url, loc.href).href;
   // a Hub token goes only to the Hub endpoint it belongs to, never to another origin
-  const headers: Record<string, string> = opts.token && sameOrigin(url, opts.hubEndpoint ?? DEFAULT_HUB_ENDPOINT) ? { Authorization: `Bearer ${opts.token}` } : {};
+  const headers: Record<string, string> = opts.token && onHubEndpoint(url, opts.hubEndpoint) ? { Authorization: `Bearer ${opts.token}` } : {};
   return new UrlSource(url, { headers, fetch: opts.fetch });
 }
 
-/** Whether two absolute URLs share an origin (false when either does not parse). */
-export function sameOrigin(a: string, b: string): boolean {
+/**
+ * Whether a model is read from the Hub endpoint (default: the public Hub): a Hub id, or an absolute
+ * URL of the endpoint's origin. Only such models may carry the Hub token.
+ */
+export function onHubEndpoint(model: string, hubEndpoint = DEFAULT_HUB_ENDPOINT): boolean {
+  if (isHubId(model)) return true;
   try {
-    return new URL(a).origin === new URL(b).origin;
+    return new URL(model).origin === new URL(hubEndpoint).origin;
   } catch {
     return false;
   }

@@ -7,8 +7,7 @@ import { repoRoot } from './paths.ts';
 import { sendStatus, serveDir } from './static.ts';
 import type { Job } from '../runner.ts';
 import type { LoadOptions } from '../api/engine.ts';
-import { isHubId } from '../api/resolve.ts';
-import { DEFAULT_HUB_ENDPOINT } from '../source/hub.ts';
+import { isHubId, onHubEndpoint } from '../api/resolve.ts';
 import { NibbleError } from '../errors.ts';
 
 /**
@@ -262,15 +261,7 @@ export function containmentRoot(dir: string): string {
  */
 export function hubToken(model: string, load: Pick<LoadOptions, 'token' | 'hubEndpoint' | 'draft'>): string | undefined {
   if (!load.token) return undefined;
-  const endpoint = load.hubEndpoint ?? DEFAULT_HUB_ENDPOINT;
-  const onHub = (m: string): boolean => {
-    if (isHubId(m)) return true;
-    try {
-      return new URL(m).origin === new URL(endpoint).origin;
-    } catch {
-      return false;
-    }
-  };
+  const onHub = (m: string) => onHubEndpoint(m, load.hubEndpoint);
   const draft = load.draft?.model;
   if (!onHub(model) || (typeof draft === 'string' && !onHub(draft))) return undefined;
   return load.token;
