@@ -4,12 +4,9 @@
  * scheduler (stream.ts) into the weight formats' builders — and then storing what was built in the
  * cache. LlamaModel.load calls this and wires the result into the graph.
  *
- * Phases (reported through onProgress; see LoadProgress):
- *   metadata  file sizes / ETags (one HEAD per weight file on the Hub), cache lookup
- *   cache     cached entries uploaded to the GPU (only when some exist)
- *   weights   the remaining tensors streamed, verified (sha256 of LFS files) and built
- *   quantize  the GPU finished building them (overlaps 'weights')
- *   done      (Engine.load adds 'compile' and reports its own 'done' when the model can generate)
+ * Phases are reported through onProgress (LoadProgress lists them): metadata (one HEAD per weight
+ * file on the Hub, cache lookup), cache, weights (streamed, sha256 of LFS files verified, built),
+ * quantize, and this loader's own 'done' (Engine.load adds 'compile' and its final 'done').
  * On any failure or abort every GPU buffer made so far is destroyed and nothing is cached.
  */
 import { NibbleError } from '../errors.ts';
