@@ -4,33 +4,13 @@
  * cycles, dispose() while a generation runs, concurrent generate calls, and bad arguments.
  * Plain JSON in, plain JSON out.
  */
+import { liveBuffers, startCounting, stopCounting } from './gpu-buffers.ts';
 import { Engine, type GenerateOptions, type LoadOptions } from '../../src/api/engine.ts';
 
-// Every GPU buffer the page creates and has not destroyed (created while `counting`), with bytes.
-const alive = new Map<GPUBuffer, { label: string; size: number }>();
-let counting = false;
-{
-  const dev = (globalThis as { GPUDevice?: { prototype: GPUDevice } }).GPUDevice?.prototype;
-  const buf = (globalThis as { GPUBuffer?: { prototype: GPUBuffer } }).GPUBuffer?.prototype;
-  if (dev && buf) {
-    const create = dev.createBuffer;
-    dev.createBuffer = function (this: GPUDevice, d: GPUBufferDescriptor) {
-      const b = create.call(this, d);
-      if (counting) alive.set(b, { label: d.label ?? '', size: d.size });
-      return b;
-    };
-    const destroy = buf.destroy;
-    buf.destroy = function (this: GPUBuffer) {
-      alive.delete(this);
-      return destroy.call(this);
-    };
-  }
-}
 
 function snapshot() {
-  let bytes = 0;
-  for (const v of alive.values()) bytes += v.size;
-  return { buffers: alive.size, bytes, labels: [...alive.values()].map((v) => v.label) };
+  const { buffers, bytes, labels } = liveBuffers();
+  return { buffers, bytes, labels };
 }
 
 type ErrorData = { code: string | null; message: string; name: string };
@@ -52,8 +32,7 @@ export const engineApi = {
    * counting live GPU buffers from before the first load. Returns the count after each cycle.
    */
   async leakCycles(a: { model: string; cycles: number; generates: number; loads: LoadOptions[]; gen?: GenerateOptions[] }) {
-    alive.clear();
-    counting = true;
+    startCounting();
     try {
       const base = snapshot();
       const after: Array<{ buffers: number; bytes: number; labels: string[] }> = [];
@@ -66,13 +45,13 @@ export const engineApi = {
           const r = await engine.generate('Once upon a time', { maxNewTokens: 4, ignoreEos: true, ...opts }).result;
           tokens += r.tokenIds.length;
         }
-        peak = Math.max(peak, alive.size);
+        peak = Math.max(peak, liveBuffers().buffers);
         await engine.dispose();
         after.push(snapshot());
       }
       return { base, after, peak, tokens };
     } finally {
-      counting = false;
+      stopCounting();
     }
   },
 
@@ -82,8 +61,7 @@ export const engineApi = {
    * and the live buffers once dispose() resolved.
    */
   async disposeWhileGenerating(a: { model: string; afterPieces: number }) {
-    alive.clear();
-    counting = true;
+    startCounting();
     const unhandled: string[] = [];
     const onUnhandled = (ev: PromiseRejectionEvent) => unhandled.push(String(ev.reason?.message ?? ev.reason));
     globalThis.addEventListener('unhandledrejection', onUnhandled);
@@ -119,7 +97,7 @@ export const engineApi = {
         unhandled,
       };
     } finally {
-      counting = false;
+      stopCounting();
       globalThis.removeEventListener('unhandledrejection', onUnhandled);
     }
   },
@@ -162,8 +140,7 @@ export const engineApi = {
 
   /** A load expected to fail: its error, and the GPU buffers it left alive (none, after a failure). */
   async failedLoad(a: { model: string; load?: LoadOptions }) {
-    alive.clear();
-    counting = true;
+    startCounting();
     try {
       const r = await settle(Engine.load(a.model, a.load));
       if (r.value) {
@@ -173,7 +150,7 @@ export const engineApi = {
       }
       return { error: r.error, tokens: null, live: snapshot().labels };
     } finally {
-      counting = false;
+      stopCounting();
     }
   },
 

@@ -5,6 +5,7 @@
  * checkpoint's Range requests counted (a refused load must not ask for a weight byte).
  * Plain JSON in, plain JSON out.
  */
+import { liveBuffers, startCounting, stopCounting } from './gpu-buffers.ts';
 import { Engine, type LoadOptions } from '../../src/api/engine.ts';
 import { resolveSource } from '../../src/api/resolve.ts';
 import { createGpuContext } from '../../src/gpu/context.ts';
@@ -17,27 +18,7 @@ import type { ModelSource } from '../../src/source/types.ts';
 type ErrorData = { code: string | null; message: string };
 const errorData = (e: unknown): ErrorData => ({ code: (e as { code?: string }).code ?? null, message: String((e as Error)?.message ?? e) });
 
-// GPU bytes alive (created while `counting` and not destroyed)
-const alive = new Map<GPUBuffer, number>();
-let counting = false;
-{
-  const dev = (globalThis as { GPUDevice?: { prototype: GPUDevice } }).GPUDevice?.prototype;
-  const buf = (globalThis as { GPUBuffer?: { prototype: GPUBuffer } }).GPUBuffer?.prototype;
-  if (dev && buf) {
-    const create = dev.createBuffer;
-    dev.createBuffer = function (this: GPUDevice, d: GPUBufferDescriptor) {
-      const b = create.call(this, d);
-      if (counting) alive.set(b, d.size);
-      return b;
-    };
-    const destroy = buf.destroy;
-    buf.destroy = function (this: GPUBuffer) {
-      alive.delete(this);
-      return destroy.call(this);
-    };
-  }
-}
-const liveBytes = () => [...alive.values()].reduce((a, b) => a + b, 0);
+const liveBytes = () => liveBuffers().bytes;
 
 /** Wraps a source: every range() is recorded; the first bytes of weight data of each file are known. */
 function countingSource(inner: ModelSource) {
@@ -200,8 +181,7 @@ export const loadApi = {
    */
   async countedLoad(a: { model: string; load?: LoadOptions }) {
     const c = countingSource(resolveSource(a.model));
-    alive.clear();
-    counting = true;
+    startCounting();
     let engine: Engine | null = null;
     try {
       engine = await Engine.load(c.source, a.load);
@@ -218,7 +198,7 @@ export const loadApi = {
     } catch (e) {
       return { error: errorData(e), weightRequests: (await c.weightRequests()).length, requests: c.ranges.length };
     } finally {
-      counting = false;
+      stopCounting();
       await engine?.dispose();
     }
   },

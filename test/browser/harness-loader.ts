@@ -3,6 +3,7 @@
  * page's API by harness.ts. Plain JSON in, plain JSON out: weight caches are named by kind + root
  * and built here.
  */
+import { liveBuffers, startCounting, stopCounting } from './gpu-buffers.ts';
 import { Engine, type LoadOptions } from '../../src/api/engine.ts';
 import { CacheApiCache } from '../../src/cache/cache-api.ts';
 import { deleteCachedModel, listCachedModels } from '../../src/cache/index.ts';
@@ -26,30 +27,6 @@ function store(c: CacheSpec): WeightCache {
 // loads, which on the software adapter saves seconds per load.
 let shared: Promise<GpuContext> | null = null;
 
-// Live GPU buffers, to check that a failed or aborted load leaves none behind.
-const live = new Set<GPUBuffer>();
-let tracking = false;
-let created = 0;
-{
-  const dev = (globalThis as { GPUDevice?: { prototype: GPUDevice } }).GPUDevice?.prototype;
-  const buf = (globalThis as { GPUBuffer?: { prototype: GPUBuffer } }).GPUBuffer?.prototype;
-  if (dev && buf) {
-    const create = dev.createBuffer;
-    dev.createBuffer = function (this: GPUDevice, d: GPUBufferDescriptor) {
-      const b = create.call(this, d);
-      if (tracking) {
-        live.add(b);
-        created++;
-      }
-      return b;
-    };
-    const destroy = buf.destroy;
-    buf.destroy = function (this: GPUBuffer) {
-      live.delete(this);
-      return destroy.call(this);
-    };
-  }
-}
 
 interface PhaseSummary {
   phase: LoadProgress['phase'];
@@ -91,9 +68,7 @@ export const loaderApi = {
       if (a.abortAt !== undefined && p.phase === 'weights' && p.bytesDone >= a.abortAt) ctl.abort(new Error('test abort'));
     };
     const device = (await (shared ??= createGpuContext())).device;
-    live.clear();
-    created = 0;
-    tracking = true;
+    startCounting();
     const t0 = performance.now();
     let engine: Engine;
     try {
@@ -105,15 +80,15 @@ export const loaderApi = {
         signal: ctl.signal,
       });
     } catch (e) {
-      tracking = false;
+      stopCounting();
       return {
         error: { code: (e as { code?: string }).code ?? null, message: String((e as Error)?.message ?? e) } as { code: string | null; message: string },
         phases,
-        liveBuffers: [...live].map((b) => b.label),
-        createdBuffers: created,
+        liveBuffers: liveBuffers().labels,
+        createdBuffers: liveBuffers().created,
       };
     }
-    tracking = false;
+    stopCounting();
     const loadMs = performance.now() - t0;
     try {
       const t1 = performance.now();
