@@ -2,13 +2,11 @@
 // the target's pick after each of the k + 1 positions it checked in one pass).
 //
 // Math:     out[r] = argmax_v logits[(step.headRows − rows + r) · V + v]   r < rows
-//           (lowest index on ties, NaN ignored — exactly argmax.wgsl's choice for that row)
+//           (lowest index on ties, NaN ignored: argmaxBetter of common.wgsl, as sample.wgsl's greedy choice)
 // Buffers:  step uniform Step { …, headRows, … }
 //           logits f32[headRows · V]  row-major
 //           out    u32[rows]
 // Dispatch: (rows, 1, 1), workgroup 256 per row: strided scan, then a tree reduction on (value, index).
-
-struct Step { T: u32, pos0: u32, headRows: u32, pad: u32 }
 
 override V: u32;
 
@@ -28,7 +26,7 @@ fn main(
   let r = wid.x;
   let base = (step.headRows - nwg.x + r) * V;
   var best = -3.4e38;
-  var besti = 0xffffffffu;
+  var besti = NONE;
   for (var v = tid; v < V; v += 256u) {
     let l = logits[base + v];
     if (l > best) { best = l; besti = v; }
@@ -40,13 +38,13 @@ fn main(
     if (tid < s) {
       let ov = bv[tid + s];
       let oi = bi[tid + s];
-      if (ov > bv[tid] || (ov == bv[tid] && oi < bi[tid])) { bv[tid] = ov; bi[tid] = oi; }
+      if (argmaxBetter(ov, oi, bv[tid], bi[tid])) { bv[tid] = ov; bi[tid] = oi; }
     }
     workgroupBarrier();
   }
   if (tid == 0u) {
     var res = bi[0];
-    if (res == 0xffffffffu) { res = 0u; }
+    if (res == NONE) { res = 0u; }
     out[r] = res;
   }
 }

@@ -6,8 +6,9 @@
 //             out[t, h, :] = Σ_j softmax(s)_j · vc[g, j, :]
 // Buffers:  step uniform Step { T, pos0, … }
 //           q   f32[T * NH * D]       row-major [token, head, dim] (rotated), read as vec4
-//           kc  f32[NKV * CTX * D]    [kv head, position, dim], read as vec4 rows
-//           vc  f32[NKV * CTX * D]    same layout
+//           kc  f32[NKV * CTX * D]    [kv head, position, dim], read as vec4 rows; with KV16 f16
+//                                     pairs (pack2x16float, low half first) read as vec2<u32>
+//           vc  f32[NKV * CTX * D]    same layout (and the same KV16 storage)
 //           out f32[T * NH * D]       row-major [token, head, dim], written as vec4
 // Work:     a workgroup owns one KV head g, a chunk of R of its G query heads (HC = ceil(G / R)
 //           chunks; padded rows repeat the last head and are not stored) and TQ consecutive
@@ -34,13 +35,12 @@
 //           for every query t < TQ; `//#for d` for every vec4 d < DL of the lane's slice of head_dim
 //           (DL = D4 = D/4 in split-K, D4 / DS in split-D); `//#for c` for every merge chunk
 //           ({c0}: its first vec4, {CL}: its length ≤ MC), inside which `//#for d` covers the chunk
-//           and {e} = d − c0. `//#if FLAG` / `//#else` / `//#endif` select the mode.
+//           and {e} = d − c0. `//#if FLAG` / `//#else` / `//#endif` select the mode (and KV16,
+//           the f16 cache).
 //           {D4} {DL} {MC} {R} {TQ} {ROWS} are numbers.
 //#if SUBGROUPS
 enable subgroups;
 //#endif
-
-struct Step { T: u32, pos0: u32, headRows: u32, pad: u32 }
 
 override NH: u32;
 override NKV: u32;
@@ -52,8 +52,15 @@ override HC: u32 = 1u;   // head chunks per KV head
 @group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> out: array<vec4<f32>>;
+//#if KV16
+@group(0) @binding(3) var<storage, read> kc: array<vec2<u32>>;
+@group(0) @binding(4) var<storage, read> vc: array<vec2<u32>>;
+fn kv_load(w: vec2<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
+//#else
 @group(0) @binding(3) var<storage, read> kc: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> vc: array<vec4<f32>>;
+fn kv_load(w: vec4<f32>) -> vec4<f32> { return w; }
+//#endif
 
 const D4 = {D4}u;
 const DL = {DL}u;
@@ -105,7 +112,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   for (var j = j0; j < nk; j += stride) {
     let kb = base + j * D4;
     //#for d
-    let k{d} = kc[kb + {d}u];
+    let k{d} = kv_load(kc[kb + {d}u]);
     //#end
     //#for r
     var s{r} = vec4<f32>(0.0);
@@ -127,7 +134,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     m{r} = mn{r};
     //#end
     //#for d
-    let v{d} = vc[kb + {d}u];
+    let v{d} = kv_load(vc[kb + {d}u]);
     //#end
     //#for r
     //#for d

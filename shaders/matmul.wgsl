@@ -25,9 +25,10 @@
 //           M = step.T, or step.headRows when HEAD (then x rows T - headRows … T - 1 are read);
 //           NORM fuses the RMSNorm before the matmul: g = the norm weight, s_m = 1 / sqrt(mean_k
 //           x[m, k]² + EPS) (else g = 1, s_m = 1); ACCUM adds into y (the residual stream).
-// Buffers:  step uniform Step { T, pos0, headRows, _ }; x f32[rows × K] (bound as vec4: K % 4 = 0);
-//           y f32[M × N]; bias f32[N] (read when HAS_BIAS); g f32[K] (vec4; read when NORM);
-//           the weight's buffers from binding WB = 5.
+// Buffers:  step uniform Step { T, pos0, headRows, _ } (common.wgsl); x f32[rows × K] (bound as vec4:
+//           K % 4 = 0); y f32[M × YN] (YN = N, or the whole weight's rows when this weight is a row
+//           part of a split one: row n is then y column Y0 + n); bias f32[YN] (read when HAS_BIAS);
+//           g f32[K] (vec4; read when NORM); the weight's buffers from binding WB = 5.
 // Shape:    workgroup 64 = 64 / LANES lane groups of LANES lanes. A lane group computes R = 4 · RQ
 //           rows n0 … n0 + R - 1 for MR activation rows m0 … m0 + MR - 1 (m0 = workgroup_id.y · MR);
 //           RQ = 2 in prefill on CPU adapters for formats of ≤ 16 weights per chunk, else 1. Lane l
@@ -45,8 +46,6 @@
 //           same chunks there, so the broadcasts are in subgroup-uniform control flow.
 //           Dispatch: (min(G, 65535), ceil(M / MR), ceil(G / 65535)), G = ceil(N / (R · 64 / LANES)).
 
-struct Step { T: u32, pos0: u32, headRows: u32, pad: u32 }
-
 override K: u32;
 override N: u32;
 override LANES: u32 = 1u;
@@ -55,6 +54,8 @@ override ACCUM: bool = false;
 override HEAD: bool = false;
 override NORM: bool = false;
 override EPS: f32 = 1e-5;
+override YN: u32 = N;  // y's row length: a row part of a split weight writes N of a wider y's YN columns
+override Y0: u32 = 0u; // y column of weight row 0 (the part's first row in the whole weight)
 
 const WB = 5u;     // first binding of the weight's buffers
 const WG = 64u;    // invocations per workgroup
@@ -68,8 +69,8 @@ const R = 4u * RQ; // weight rows per lane group (RQ quads, from linear.ts)
 
 fn store(m: u32, n: u32, acc: f32) {
   var v = acc;
-  if (HAS_BIAS) { v += bias[n]; }
-  let i = m * N + n;
+  if (HAS_BIAS) { v += bias[Y0 + n]; }
+  let i = m * YN + Y0 + n;
   if (ACCUM) { v += y[i]; }
   y[i] = v;
 }

@@ -36,7 +36,7 @@
 // τ = the last interval's min, which keeps a superset). Tokens with e < 2^−31 weigh 0 in top-p.
 //
 // Buffers:  step    uniform Step { T, pos0, headRows, _ }
-//           params  uniform Params (below), written once per request
+//           params  uniform SampleParams (common.wgsl), written once per request
 //           logits  f32[headRows · V]         row-major; this dispatch reads the last `rows` rows
 //           out     u32[rows]                 out[r] ← the token (SAMPLE = false: the greedy argmax)
 //           scratch f32[rows · V]             per-row work space (u), then the kept distribution (PROBS)
@@ -46,23 +46,6 @@
 //           A pass over the row: 1 (greedy), + 1 per bias, + top-k levels + top-p levels + 1 draw
 //           (+ 1 with PROBS). Only out (4 bytes a row) is read by the CPU.
 
-struct Step { T: u32, pos0: u32, headRows: u32, pad: u32 }
-
-struct Params {
-  temperature: f32,
-  topK: u32,
-  topP: f32,
-  minP: f32,
-  repetitionPenalty: f32,
-  presencePenalty: f32,
-  frequencyPenalty: f32,
-  seed: u32,
-  nBias: u32,
-  penalize: u32,
-  pad0: u32,
-  pad1: u32,
-}
-
 override V: u32;
 override PROBS: bool = false; // write the kept distribution into the scratch row
 override SAMPLE: bool = true; // draw (false: out[r] = argmax of u, no draw)
@@ -70,7 +53,7 @@ override COUNTS: bool = true; // counts[token] += 1 (single-row decode only)
 override WG: u32 = 256u;      // workgroup size: a power of two ≥ 64 (kernels/sample.ts: 64 for V ≤ 4096)
 
 @group(0) @binding(0) var<uniform> step: Step;
-@group(0) @binding(1) var<uniform> params: Params;
+@group(0) @binding(1) var<uniform> params: SampleParams;
 @group(0) @binding(2) var<storage, read> logits: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<u32>;
 @group(0) @binding(4) var<storage, read_write> scratch: array<f32>;
@@ -78,7 +61,6 @@ override WG: u32 = 256u;      // workgroup size: a power of two ≥ 64 (kernels/
 @group(0) @binding(6) var<storage, read> bias: array<vec2<u32>>;
 
 const NB = 256u; // histogram bins
-const NONE = 0xffffffffu;
 const LOWEST = -3.0e38;
 const HIGHEST = 3.0e38;
 const WINDOW = 64.0;
@@ -130,7 +112,7 @@ fn reduceMax(v0: f32, i0: u32, tid: u32) -> VI {
     if (tid < s) {
       let ov = redF[tid + s];
       let oi = redU[tid + s];
-      if (ov > redF[tid] || (ov == redF[tid] && oi < redU[tid])) {
+      if (argmaxBetter(ov, oi, redF[tid], redU[tid])) {
         redF[tid] = ov;
         redU[tid] = oi;
       }

@@ -13,7 +13,7 @@
 //           distributed exactly as the target's own sampling, whatever the draft proposes.
 //           If the residual is empty (p ≤ q everywhere, only by rounding) the token is drawn from p_i.
 // Buffers:  step   uniform Step { T = k + 1, pos0, … }
-//           params uniform Params (sample.wgsl's; only seed is read)
+//           params uniform SampleParams (common.wgsl; only seed is read)
 //           p      f32[(k + 1) · V]   target rows (row i: position pos0 + i + 1)
 //           q      f32[k · V]         draft rows  (row i: the distribution of d_{i+1})
 //           tokens u32[k + 1]         [token before, d_1, …, d_k] (the verify pass's input ids)
@@ -21,33 +21,15 @@
 // Dispatch: (1, 1, 1), workgroup 256: thread 0 runs the accept loop (k scalar reads), then all threads
 //           draw the next token over one row with a strided scan and a tree reduction.
 
-struct Step { T: u32, pos0: u32, headRows: u32, pad: u32 }
-
-struct Params {
-  temperature: f32,
-  topK: u32,
-  topP: f32,
-  minP: f32,
-  repetitionPenalty: f32,
-  presencePenalty: f32,
-  frequencyPenalty: f32,
-  seed: u32,
-  nBias: u32,
-  penalize: u32,
-  pad0: u32,
-  pad1: u32,
-}
-
 override V: u32;
 
 @group(0) @binding(0) var<uniform> step: Step;
-@group(0) @binding(1) var<uniform> params: Params;
+@group(0) @binding(1) var<uniform> params: SampleParams;
 @group(0) @binding(2) var<storage, read> p: array<f32>;
 @group(0) @binding(3) var<storage, read> q: array<f32>;
 @group(0) @binding(4) var<storage, read> tokens: array<u32>;
 @group(0) @binding(5) var<storage, read_write> out: array<u32>;
 
-const NONE = 0xffffffffu;
 const LOWEST = -3.0e38;
 
 var<workgroup> accepted: u32;
@@ -73,7 +55,7 @@ fn draw(prow: u32, qrow: u32, residual: bool, pos: u32, stream: u32, tid: u32) -
     if (tid < s) {
       let ov = bv[tid + s];
       let oi = bi[tid + s];
-      if (oi != NONE && (bi[tid] == NONE || ov > bv[tid] || (ov == bv[tid] && oi < bi[tid]))) {
+      if (argmaxBetter(ov, oi, bv[tid], bi[tid])) {
         bv[tid] = ov;
         bi[tid] = oi;
       }

@@ -7,8 +7,6 @@
 //           h  f32[T * I]   row-major
 // Dispatch: (ceil(I / 256), T, 1), workgroup 256: one thread per output element.
 
-struct Step { T: u32, pos0: u32, headRows: u32, pad: u32 }
-
 override I: u32;
 
 @group(0) @binding(0) var<uniform> step: Step;

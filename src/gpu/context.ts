@@ -35,6 +35,13 @@ export interface GpuOptions {
   powerPreference?: GPUPowerPreference;
   /** Turn off optional features (for testing the portable f32 path). */
   disableFeatures?: Array<'shader-f16' | 'subgroups' | 'timestamp-query'>;
+  /**
+   * The device's limits: 'adapter' (default) requests the adapter's maximum buffer / binding /
+   * workgroup limits; 'default' requests none, so the device has WebGPU's default limits (a 128 MiB
+   * storage binding, 256 MiB buffers), like a page that asks for nothing: a large-vocabulary
+   * embedding or LM head is then stored in row parts (src/model/spec.ts).
+   */
+  limits?: 'adapter' | 'default';
 }
 
 const LIMIT_KEYS = [
@@ -71,9 +78,12 @@ const shared = new Map<GPU, Map<string, Promise<GpuContext>>>();
  * device), created on first use and forgotten when the device is lost.
  */
 export function createGpuContext(opts: GpuOptions = {}): Promise<GpuContext> {
+  if (opts.limits !== undefined && opts.limits !== 'adapter' && opts.limits !== 'default') {
+    return Promise.reject(new NibbleError('bad-argument', `limits must be 'adapter' or 'default', got ${JSON.stringify(opts.limits)}`));
+  }
   const gpu = opts.gpu ?? (globalThis as { navigator?: { gpu?: GPU } }).navigator?.gpu;
   if (opts.device || !gpu) return requestGpuContext(opts);
-  const key = JSON.stringify([opts.powerPreference ?? '', [...(opts.disableFeatures ?? [])].sort()]);
+  const key = JSON.stringify([opts.powerPreference ?? '', [...(opts.disableFeatures ?? [])].sort(), opts.limits ?? 'adapter']);
   let byKey = shared.get(gpu);
   if (!byKey) shared.set(gpu, (byKey = new Map()));
   const hit = byKey.get(key);
@@ -89,7 +99,7 @@ export function createGpuContext(opts: GpuOptions = {}): Promise<GpuContext> {
 
 /**
  * Requests an adapter and a device with the adapter's maximum buffer / binding / workgroup limits
- * and the optional features nibble accelerates with. Throws NibbleError('webgpu-unavailable')
+ * (WebGPU's defaults with `limits: 'default'`) and the optional features nibble accelerates with. Throws NibbleError('webgpu-unavailable')
  * with the reason when there is no WebGPU.
  */
 async function requestGpuContext(opts: GpuOptions): Promise<GpuContext> {
@@ -133,7 +143,7 @@ async function requestGpuContext(opts: GpuOptions): Promise<GpuContext> {
     if (adapter.features.has(f) && !disabled.has(f)) wanted.push(f as GPUFeatureName);
   }
   const requiredLimits: Record<string, number> = {};
-  for (const k of LIMIT_KEYS) {
+  for (const k of opts.limits === 'default' ? [] : LIMIT_KEYS) {
     const v = (adapter.limits as unknown as Record<string, number>)[k];
     if (typeof v === 'number') requiredLimits[k] = v;
   }

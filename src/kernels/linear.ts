@@ -1,4 +1,4 @@
-import { getFormat, type GpuWeight, type WeightFormat } from '../quant/format.ts';
+import { getFormat, type GpuWeight, type SplitWeight, type WeightFormat } from '../quant/format.ts';
 import { NibbleError } from '../errors.ts';
 import type { GpuContext } from '../gpu/context.ts';
 import { split2d, type Op, type Runtime } from './runtime.ts';
@@ -173,6 +173,27 @@ export interface LinearArgs {
   norm?: { weight: GPUBuffer; eps: number };
   /** verify: the most activation rows a pass has (≤ MAX_VERIFY_ROWS). */
   rows?: number;
+  /** This weight is a row part of a split one: its rows are y columns first … of a y row of `of` columns. */
+  columns?: { of: number; first: number };
+}
+
+/** A weight as the model holds it: whole, or in row parts (SplitWeight) when it exceeds a binding. */
+export type ModelWeight = GpuWeight | SplitWeight;
+
+/** The parts of a weight with their first rows (one part, row 0, for a whole weight). */
+export function weightParts(w: ModelWeight): Array<{ part: GpuWeight; row0: number }> {
+  if (!('parts' in w)) return [{ part: w, row0: 0 }];
+  return w.parts.map((part, i) => ({ part, row0: w.rowStarts[i]! }));
+}
+
+/**
+ * The matmul ops of a weight for one pass shape: one op, or one per row part of a split weight,
+ * each writing its own columns of y (in one compute pass; the parts are independent).
+ */
+export function linearOps(rt: Runtime, w: ModelWeight, mode: LinearMode, a: LinearArgs, label: string, v: MatmulVariant): Op[] {
+  const parts = weightParts(w);
+  if (parts.length === 1) return [linearOp(rt, parts[0]!.part, mode, a, label, v)];
+  return parts.map(({ part, row0 }, i) => linearOp(rt, part, mode, { ...a, columns: { of: w.rows, first: row0 } }, `${label}#${i}`, v));
 }
 
 /** The matmul op of a weight for one pass shape (pipeline and bind group made here, once). */
@@ -208,6 +229,7 @@ export function linearOp(rt: Runtime, w: GpuWeight, mode: LinearMode, a: LinearA
     HEAD: !!a.head,
     NORM: !!a.norm,
     EPS: a.norm?.eps ?? 1e-5,
+    ...(a.columns ? { YN: a.columns.of, Y0: a.columns.first } : {}),
     ...w.constants,
   });
   const buffers = [a.x, a.y, a.bias ?? rt.dummyBuffer, a.norm?.weight ?? rt.dummyBuffer, ...w.buffers];
@@ -217,11 +239,18 @@ export function linearOp(rt: Runtime, w: GpuWeight, mode: LinearMode, a: LinearA
   return rt.op(`${label}:${w.format}:${mode}`, pipeline, buffers, grid);
 }
 
-/** out[t] = table[ids[t]] for any weight format (the table is [vocab, hidden]). */
-export function embedOp(rt: Runtime, table: GpuWeight, ids: GPUBuffer, out: GPUBuffer): Op {
-  const f = formatOf(table);
-  const H = table.cols;
-  const chunks = Math.ceil(H / chunkWeights(f));
-  const pipeline = rt.pipelineAsync(`embed_${f.decoder.name}`, f.decoder.code + '\n' + embedSrc, 'main', { H, V: table.rows, ...table.constants });
-  return rt.op(`embed:${table.format}`, pipeline, [ids, out, ...table.buffers], (s) => [Math.ceil(chunks / WG), s.T, 1] as const);
+/**
+ * out[t] = table[ids[t]] for any weight format (the table is [vocab, hidden]): one op, or one per
+ * row part of a split table (each writes the ids in its rows).
+ */
+export function embedOps(rt: Runtime, table: ModelWeight, ids: GPUBuffer, out: GPUBuffer): Op[] {
+  return weightParts(table).map(({ part, row0 }, i, all) => {
+    const f = formatOf(part);
+    const H = part.cols;
+    const chunks = Math.ceil(H / chunkWeights(f));
+    const split: Record<string, number> = all.length > 1 ? { R0: row0, RN: part.rows } : {};
+    const pipeline = rt.pipelineAsync(`embed_${f.decoder.name}`, f.decoder.code + '\n' + embedSrc, 'main', { H, V: table.rows, ...split, ...part.constants });
+    const label = all.length > 1 ? `embed#${i}:${part.format}` : `embed:${part.format}`;
+    return rt.op(label, pipeline, [ids, out, ...part.buffers], (s) => [Math.ceil(chunks / WG), s.T, 1] as const);
+  });
 }

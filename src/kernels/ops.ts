@@ -12,6 +12,13 @@ export interface AttnShape {
   headDim: number;
   /** KV cache length (positions). */
   ctx: number;
+  /** The KV cache holds f16 pairs (pack2x16float): half the bytes of f32. */
+  kv16?: boolean;
+}
+
+/** Bytes of one layer's K (or V) cache. */
+export function kvCacheBytes(a: AttnShape): number {
+  return a.nKvHeads * a.ctx * a.headDim * (a.kv16 ? 2 : 4);
 }
 
 export function ropeKvOp(
@@ -19,8 +26,8 @@ export function ropeKvOp(
   a: AttnShape & { qkv: GPUBuffer; q: GPUBuffer; k: GPUBuffer; v: GPUBuffer; cosSin: GPUBuffer },
   label = 'rope_kv',
 ): Op {
-  const p = rt.pipelineAsync('rope_kv', ropeKvSrc, 'main', { NH: a.nHeads, NKV: a.nKvHeads, D: a.headDim, CTX: a.ctx });
-  const threads = (a.nHeads + a.nKvHeads) * (a.headDim / 2) + a.nKvHeads * a.headDim;
+  const p = rt.pipelineAsync('rope_kv', ropeKvSrc, 'main', { NH: a.nHeads, NKV: a.nKvHeads, D: a.headDim, CTX: a.ctx, KV16: !!a.kv16 });
+  const threads = (a.nHeads + a.nKvHeads) * (a.headDim / 4) + a.nKvHeads * (a.headDim / 2);
   return rt.op(label, p, [a.qkv, a.q, a.k, a.v, a.cosSin], (s) => [Math.ceil(threads / 64), s.T, 1] as const);
 }
 
@@ -104,8 +111,8 @@ const attnSources = new Map<string, string>();
  * `//#for r|t|d|c` … `//#end` repetitions, and {r} {t} {h} {d} {e} {c0} {CL} and the plan's
  * numbers in code (not in comments).
  */
-export function attentionSource(p: Pick<AttnPlan, 'D4' | 'DL' | 'MC' | 'R' | 'TQ' | 'mode'>): string {
-  const key = JSON.stringify([p.D4, p.DL, p.MC, p.R, p.TQ, p.mode]);
+export function attentionSource(p: Pick<AttnPlan, 'D4' | 'DL' | 'MC' | 'R' | 'TQ' | 'mode'>, kv16 = false): string {
+  const key = JSON.stringify([p.D4, p.DL, p.MC, p.R, p.TQ, p.mode, kv16]);
   const hit = attnSources.get(key);
   if (hit) return hit;
   const consts: Record<string, number> = { D4: p.D4, DL: p.DL, MC: p.MC, R: p.R, TQ: p.TQ, ROWS: p.R * p.TQ };
@@ -114,6 +121,7 @@ export function attentionSource(p: Pick<AttnPlan, 'D4' | 'DL' | 'MC' | 'R' | 'TQ
     SPLITD: p.mode === 'splitD',
     MERGE_SG: p.mode === 'mergeSG',
     MERGE_WG: p.mode === 'mergeWG',
+    KV16: kv16,
   };
   const fail = (m: string): never => {
     throw new NibbleError('gpu-error', `attention.wgsl template: ${m}`);
@@ -183,7 +191,7 @@ export function attentionSource(p: Pick<AttnPlan, 'D4' | 'DL' | 'MC' | 'R' | 'TQ
 
 function attnOp(rt: Runtime, a: AttnShape & { q: GPUBuffer; out: GPUBuffer; k: GPUBuffer; v: GPUBuffer }, label: string, p: AttnPlan): Op {
   const constants = { NH: a.nHeads, NKV: a.nKvHeads, D: a.headDim, CTX: a.ctx, WG: p.WG, HC: p.HC };
-  const pipe = rt.pipelineAsync('attention', attentionSource(p), 'main', constants);
+  const pipe = rt.pipelineAsync('attention', attentionSource(p, !!a.kv16), 'main', constants);
   const x = a.nKvHeads * p.HC;
   return rt.op(label, pipe, [a.q, a.out, a.k, a.v], (s) => [x, Math.ceil(s.T / p.TQ), 1] as const);
 }

@@ -60,6 +60,60 @@ function grid(n: number): [number, number] {
   return n <= MAX_WG_PER_DIM ? [n, 1] : [MAX_WG_PER_DIM, Math.ceil(n / MAX_WG_PER_DIM)];
 }
 
+/** The probe's variants: (workgroup, mode, workgroups); slab / block sizes follow from the workgroup count. */
+function probePlan(n: number): Array<{ workgroup: number; mode: RooflineVariant['mode']; workgroups: number }> {
+  const clampGroups = (g: number, wg: number) => Math.max(1, Math.min(g, Math.ceil(n / wg)));
+  return [
+    { workgroup: 256, mode: 'stride', workgroups: clampGroups(2048, 256) },
+    { workgroup: 256, mode: 'stride', workgroups: clampGroups(16384, 256) },
+    { workgroup: 64, mode: 'stride', workgroups: clampGroups(8192, 64) },
+    { workgroup: 256, mode: 'block', workgroups: clampGroups(4096, 256) },
+    { workgroup: 64, mode: 'slab', workgroups: clampGroups(Math.ceil(n / 64 / 64), 64) }, // 64 vec4 (1 KiB) per invocation
+    { workgroup: 256, mode: 'slab', workgroups: clampGroups(Math.ceil(n / 64 / 256), 256) },
+  ];
+}
+
+interface PassTimer {
+  querySet: GPUQuerySet;
+  resolve: GPUBuffer;
+  readback: GPUBuffer;
+}
+
+/** One pass of `inner` dispatches of a probe variant; its time in ms (timestamp queries, else the wall clock). */
+async function timePass(
+  device: GPUDevice,
+  pipeline: GPUComputePipeline,
+  bg: GPUBindGroup,
+  [gx, gy]: [number, number],
+  inner: number,
+  timer: PassTimer | null,
+): Promise<number> {
+  const enc = device.createCommandEncoder();
+  const pass = enc.beginComputePass(
+    timer ? { timestampWrites: { querySet: timer.querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } } : undefined,
+  );
+  pass.setPipeline(pipeline);
+  pass.setBindGroup(0, bg);
+  for (let i = 0; i < inner; i++) pass.dispatchWorkgroups(gx, gy, 1);
+  pass.end();
+  if (timer) {
+    enc.resolveQuerySet(timer.querySet, 0, 2, timer.resolve, 0);
+    enc.copyBufferToBuffer(timer.resolve, 0, timer.readback, 0, 16);
+  }
+  await device.queue.onSubmittedWorkDone(); // start from an idle queue
+  const t0 = performance.now();
+  device.queue.submit([enc.finish()]);
+  await device.queue.onSubmittedWorkDone();
+  const wall = performance.now() - t0;
+  if (!timer) return wall;
+  await timer.readback.mapAsync(GPUMapMode.READ);
+  const t = new BigUint64Array(timer.readback.getMappedRange(0, 16).slice(0));
+  timer.readback.unmap();
+  const gpu = Number(t[1] - t[0]) / 1e6;
+  // a device may report 0 (or nonsense) for passes it could not time: fall back to the wall clock
+  return gpu > 0 && gpu <= wall * 1.5 + 1 ? gpu : wall;
+}
+
 export async function measureRoofline(device: GPUDevice, opts: RooflineOptions = {}): Promise<RooflineResult> {
   const limit = Math.min(device.limits.maxBufferSize, device.limits.maxStorageBufferBindingSize);
   // a multiple of 64 KiB (whole vec4s, whole slabs), at least 1 MiB
@@ -69,24 +123,20 @@ export async function measureRoofline(device: GPUDevice, opts: RooflineOptions =
   const targetMs = opts.targetMs ?? 20;
   const timestamps = device.features.has('timestamp-query');
 
-  // variants: (workgroup, mode, workgroups); slab / block sizes follow from the workgroup count
-  const plan: Array<{ workgroup: number; mode: RooflineVariant['mode']; workgroups: number }> = [];
-  const clampGroups = (g: number, wg: number) => Math.max(1, Math.min(g, Math.ceil(n / wg)));
-  plan.push({ workgroup: 256, mode: 'stride', workgroups: clampGroups(2048, 256) });
-  plan.push({ workgroup: 256, mode: 'stride', workgroups: clampGroups(16384, 256) });
-  plan.push({ workgroup: 64, mode: 'stride', workgroups: clampGroups(8192, 64) });
-  plan.push({ workgroup: 256, mode: 'block', workgroups: clampGroups(4096, 256) });
-  plan.push({ workgroup: 64, mode: 'slab', workgroups: clampGroups(Math.ceil(n / 64 / 64), 64) }); // 64 vec4 (1 KiB) per invocation
-  plan.push({ workgroup: 256, mode: 'slab', workgroups: clampGroups(Math.ceil(n / 64 / 256), 256) });
+  const plan = probePlan(n);
   const maxInvocations = Math.max(...plan.map((v) => v.workgroup * v.workgroups));
 
   const module = device.createShaderModule({ label: 'probe', code: probeSrc });
   const src = device.createBuffer({ label: 'probe_src', size: bytes, usage: GPUBufferUsage.STORAGE });
   const out = device.createBuffer({ label: 'probe_out', size: maxInvocations * 4, usage: GPUBufferUsage.STORAGE });
   const params: GPUBuffer[] = [];
-  const querySet = timestamps ? device.createQuerySet({ type: 'timestamp', count: 2 }) : null;
-  const resolve = timestamps ? device.createBuffer({ size: 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC }) : null;
-  const readback = timestamps ? device.createBuffer({ size: 16, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ }) : null;
+  const timer: PassTimer | null = timestamps
+    ? {
+        querySet: device.createQuerySet({ type: 'timestamp', count: 2 }),
+        resolve: device.createBuffer({ size: 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC }),
+        readback: device.createBuffer({ size: 16, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ }),
+      }
+    : null;
   const uniform = (per: number) => {
     const b = device.createBuffer({ size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     device.queue.writeBuffer(b, 0, new Uint32Array([n, per, 0, 0]));
@@ -133,34 +183,7 @@ export async function measureRoofline(device: GPUDevice, opts: RooflineOptions =
           { binding: 2, resource: { buffer: out, size: invocations * 4 } },
         ],
       });
-      const [gx, gy] = grid(v.workgroups);
-      /** One rep of `inner` dispatches; returns its time in ms. */
-      const rep = async (inner: number): Promise<number> => {
-        const enc = device.createCommandEncoder();
-        const pass = enc.beginComputePass(
-          querySet ? { timestampWrites: { querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } } : undefined,
-        );
-        pass.setPipeline(pipeline);
-        pass.setBindGroup(0, bg);
-        for (let i = 0; i < inner; i++) pass.dispatchWorkgroups(gx, gy, 1);
-        pass.end();
-        if (querySet && resolve && readback) {
-          enc.resolveQuerySet(querySet, 0, 2, resolve, 0);
-          enc.copyBufferToBuffer(resolve, 0, readback, 0, 16);
-        }
-        await device.queue.onSubmittedWorkDone(); // start from an idle queue
-        const t0 = performance.now();
-        device.queue.submit([enc.finish()]);
-        await device.queue.onSubmittedWorkDone();
-        const wall = performance.now() - t0;
-        if (!readback) return wall;
-        await readback.mapAsync(GPUMapMode.READ);
-        const t = new BigUint64Array(readback.getMappedRange(0, 16).slice(0));
-        readback.unmap();
-        const gpu = Number(t[1] - t[0]) / 1e6;
-        // a device may report 0 (or nonsense) for passes it could not time: fall back to the wall clock
-        return gpu > 0 && gpu <= wall * 1.5 + 1 ? gpu : wall;
-      };
+      const rep = (inner: number) => timePass(device, pipeline, bg, grid(v.workgroups), inner, timer);
       const warm = await rep(1); // pipeline compile, caches
       const inner = Math.max(1, Math.min(64, Math.ceil(targetMs / Math.max(warm, 1e-3))));
       const reps: number[] = [];
@@ -173,15 +196,15 @@ export async function measureRoofline(device: GPUDevice, opts: RooflineOptions =
     popped = true;
     const err = await device.popErrorScope();
     if (err) throw new NibbleError('gpu-error', `roofline probe: ${err.message}`);
-    return { gbps: Math.max(...variants.map((v) => v.gbps)), bytes, timer: querySet ? 'timestamp-query' : 'queue', variants };
+    return { gbps: Math.max(...variants.map((v) => v.gbps)), bytes, timer: timer ? 'timestamp-query' : 'queue', variants };
   } finally {
     if (!popped) await device.popErrorScope().catch(() => null);
     src.destroy();
     out.destroy();
     for (const b of params) b.destroy();
-    querySet?.destroy();
-    resolve?.destroy();
-    readback?.destroy();
+    timer?.querySet.destroy();
+    timer?.resolve.destroy();
+    timer?.readback.destroy();
   }
 }
 

@@ -1,9 +1,25 @@
 import type { GpuContext } from '../gpu/context.ts';
 import { NibbleError } from '../errors.ts';
+import { COMMON_WGSL, STEP_BYTES, encodeStep } from './uniforms.ts';
+
+const DIRECTIVE = /^\s*(enable|requires|diagnostic)\b[^;]*;\s*$/;
+
+/**
+ * A shader's code after the prelude (shaders/common.wgsl: Step, SampleParams, argmaxBetter) that
+ * every shader is compiled with; its directives (`enable`, `requires`, `diagnostic`) go first, as
+ * WGSL requires.
+ */
+export function withPrelude(code: string): string {
+  const lines = code.split('\n');
+  const directives = lines.filter((l) => DIRECTIVE.test(l));
+  const rest = lines.filter((l) => !DIRECTIVE.test(l));
+  return [...directives, COMMON_WGSL, ...rest].join('\n');
+}
 
 /**
  * The dynamic shape of one forward pass, written to the `step` uniform buffer before each
- * submit (16 bytes). Every shader declares the same `struct Step { T, pos0, headRows, pad }`.
+ * submit (16 bytes): `struct Step { T, pos0, headRows, pad }` of shaders/common.wgsl, the prelude
+ * prepended to every shader (encoded by kernels/uniforms.ts).
  */
 export interface StepShape {
   /** Tokens in this pass (1 when decoding). */
@@ -33,8 +49,6 @@ export interface PassProfiler {
   slot(op: Op, s: StepShape): GPUComputePassTimestampWrites | undefined;
 }
 
-const MAX_WG = 65535;
-
 interface PipelineCaches {
   pipelines: Map<string, GPUComputePipeline>;
   /** Pipelines being compiled by createComputePipelineAsync (moved to `pipelines` when done). */
@@ -43,11 +57,8 @@ interface PipelineCaches {
 }
 const PIPELINE_CACHES = new WeakMap<GPUDevice, PipelineCaches>();
 
-/** Splits a 1-D count of workgroups over x and y when it exceeds the per-dimension limit. */
-export function split2d(n: number): [number, number] {
-  if (n <= MAX_WG) return [n, 1];
-  return [MAX_WG, Math.ceil(n / MAX_WG)];
-}
+/** Splits a 1-D count of workgroups over x and y (src/gpu/grid.ts: the weight formats' quantizers use it too). */
+export { split2d } from '../gpu/grid.ts';
 
 /**
  * Thin layer over a GPUDevice: pipeline cache (keyed by shader, entry point and override
@@ -62,7 +73,7 @@ export class Runtime {
   /** Ops waiting for their pipeline (see pipelineAsync / ready). */
   private pending: Promise<void>[] = [];
   private dummy: GPUBuffer | null = null;
-  private stepData = new Uint32Array(4);
+  private stepData = new ArrayBuffer(STEP_BYTES);
   /** Set to time each op (one pass per op, see PassProfiler); null (default): one pass, no queries. */
   profiler: PassProfiler | null = null;
   /**
@@ -84,7 +95,7 @@ export class Runtime {
     this.caches = caches;
     this.step = this.device.createBuffer({
       label: 'step',
-      size: 16,
+      size: STEP_BYTES,
       usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
     });
   }
@@ -143,7 +154,7 @@ export class Runtime {
     const key = `${code}\u0000${entryPoint}\u0000${JSON.stringify(constants)}`;
     let module = this.caches.modules.get(code);
     if (!module) {
-      module = this.device.createShaderModule({ label: name, code });
+      module = this.device.createShaderModule({ label: name, code: withPrelude(code) });
       this.caches.modules.set(code, module);
     }
     const c: Record<string, number> = {};
@@ -206,11 +217,7 @@ export class Runtime {
 
   /** Writes the step uniform (queued before the next submit). */
   setStep(s: StepShape): void {
-    this.stepData[0] = s.T;
-    this.stepData[1] = s.pos0;
-    this.stepData[2] = s.headRows;
-    this.stepData[3] = 0;
-    this.device.queue.writeBuffer(this.step, 0, this.stepData);
+    this.device.queue.writeBuffer(this.step, 0, encodeStep(s, this.stepData));
   }
 
   /** Records ops into one compute pass (WebGPU orders storage writes between dispatches). */

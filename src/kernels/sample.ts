@@ -6,9 +6,6 @@ import specAcceptSrc from '../../shaders/spec_accept.wgsl?raw';
 
 /** Wrappers for the token-choice kernels (sample.wgsl, argmax_rows.wgsl, spec_accept.wgsl). */
 
-/** Bytes of sample.wgsl's Params uniform. */
-export const SAMPLE_PARAMS_BYTES = 48;
-
 export interface SampleOpArgs {
   params: GPUBuffer;
   logits: GPUBuffer;

@@ -1,5 +1,4 @@
-import type { Runtime } from '../kernels/runtime.ts';
-import { registerFormat, type GpuWeight, type WeightBuilder, type WeightFormat, type WeightLayout } from './format.ts';
+import { registerFormat, type GpuWeight, type QuantRuntime as Runtime, type WeightBuilder, type WeightFormat, type WeightLayout } from './format.ts';
 import { ChunkQuantizer, quantKernel } from './gpu-builder.ts';
 import { rowWords } from './layout.ts';
 import quantF16 from '../../shaders/quant_f16.wgsl?raw';

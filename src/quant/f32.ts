@@ -1,6 +1,5 @@
-import type { Runtime } from '../kernels/runtime.ts';
-import { toF32, type DType } from '../loader/safetensors.ts';
-import { registerFormat, type GpuWeight, type WeightBuilder, type WeightFormat, type WeightLayout } from './format.ts';
+import { toF32, type DType } from '../util/dtype.ts';
+import { registerFormat, type GpuWeight, type QuantRuntime as Runtime, type WeightBuilder, type WeightFormat, type WeightLayout } from './format.ts';
 import { rowWords } from './layout.ts';
 import weightF32 from '../../shaders/weight_f32.wgsl?raw';
 

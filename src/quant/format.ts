@@ -1,5 +1,4 @@
-import type { Runtime } from '../kernels/runtime.ts';
-import type { DType } from '../loader/safetensors.ts';
+import type { DType } from '../util/dtype.ts';
 
 /**
  * A weight format is everything nibble needs to store a 2-D weight [rows = out, cols = in] on the
@@ -17,6 +16,34 @@ export interface GpuWeight {
   readonly bytes: number;
   /** Extra override constants for this weight's shaders (e.g. group size). */
   readonly constants: Record<string, number>;
+}
+
+/**
+ * A weight too large for one storage binding (the embedding or LM head of a large vocabulary on an
+ * adapter with a 128 MiB binding limit), stored as row parts: part i holds rows
+ * rowStarts[i] … rowStarts[i + 1] − 1 as a weight of its own. kernels/linear.ts runs one matmul
+ * per part, each writing its columns of y, and the embedding gather once per part.
+ */
+export interface SplitWeight {
+  readonly format: string;
+  readonly rows: number;
+  readonly cols: number;
+  readonly parts: readonly GpuWeight[];
+  /** First row of each part (rowStarts[0] = 0). */
+  readonly rowStarts: readonly number[];
+}
+
+/**
+ * What a weight format's builder uses of the GPU runtime (kernels/runtime.ts's Runtime is one; quant/
+ * does not import kernels/, which reads the formats' decoders).
+ */
+export interface QuantRuntime {
+  readonly device: GPUDevice;
+  /** A storage buffer (16-byte rounded; over the binding limit a gpu-limit error). */
+  buffer(size: number, label: string, usage?: number): GPUBuffer;
+  upload(data: ArrayBufferView, label: string): GPUBuffer;
+  /** A cached compute pipeline. */
+  pipeline(name: string, code: string, entryPoint: string, constants: Record<string, number | boolean>): GPUComputePipeline;
 }
 
 export interface WeightBuilder {
@@ -55,7 +82,7 @@ export interface ShaderSource {
 export interface WeightFormat {
   readonly name: string;
   /** Allocates the GPU storage of a rows × cols weight. */
-  create(rt: Runtime, rows: number, cols: number, label: string): WeightBuilder;
+  create(rt: QuantRuntime, rows: number, cols: number, label: string): WeightBuilder;
   /** The buffers create() allocates for a rows × cols weight (optional for formats registered by others). */
   layout?(rows: number, cols: number): WeightLayout;
   /**

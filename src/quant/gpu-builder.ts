@@ -1,7 +1,7 @@
 import { NibbleError } from '../errors.ts';
-import { split2d, type Runtime } from '../kernels/runtime.ts';
-import { DTYPE_BYTES, type DType } from '../loader/safetensors.ts';
-import type { ShaderSource } from './format.ts';
+import { split2d } from '../gpu/grid.ts';
+import { DTYPE_BYTES, type DType } from '../util/dtype.ts';
+import type { QuantRuntime as Runtime, ShaderSource } from './format.ts';
 import quantCommon from '../../shaders/quant_common.wgsl?raw';
 
 /** Checkpoint dtypes the quantizers read (the `dtype` field of quant_common.wgsl's Chunk). */

@@ -1,6 +1,5 @@
-import type { Runtime } from '../kernels/runtime.ts';
 import { NibbleError } from '../errors.ts';
-import { registerFormat, type GpuWeight, type WeightBuilder, type WeightFormat, type WeightLayout } from './format.ts';
+import { registerFormat, type GpuWeight, type QuantRuntime as Runtime, type WeightBuilder, type WeightFormat, type WeightLayout } from './format.ts';
 import { ChunkQuantizer, quantKernel } from './gpu-builder.ts';
 import { rowWords } from './layout.ts';
 import quantInt8 from '../../shaders/quant_int8.wgsl?raw';

@@ -3,6 +3,7 @@ import { openHarness, type Caller } from './page.ts';
 import { attnInputs, type AttnCase } from './harness-attn.ts';
 import type { AttnTuning } from '../../src/kernels/ops.ts';
 import * as ref from '../ref/cpu.ts';
+import { f16BitsToF32, f32ToF16Bits } from '../ref/quant.ts';
 
 /**
  * attention.wgsl (decode: attentionOp, prefill: attentionPrefillOp) against the CPU reference on
@@ -21,6 +22,10 @@ afterAll(async () => close?.());
 /** The CPU reference for a case (k, v re-laid out as [P, NKV, D]). */
 function expected(c: AttnCase): Float32Array {
   const { q, k: kc, v: vc } = attnInputs(c);
+  if (c.kv16) {
+    // what an f16 cache holds
+    for (const a of [kc, vc]) for (let i = 0; i < a.length; i++) a[i] = f16BitsToF32(f32ToF16Bits(a[i]!));
+  }
   const P = c.pos0 + c.T;
   const k = new Float32Array(P * c.NKV * c.D);
   const v = new Float32Array(P * c.NKV * c.D);
@@ -75,6 +80,18 @@ describe('attention vs CPU reference', () => {
     it(`prompt continuation ${name(p)} (prefill and decode kernels)`, async () => {
       await check({ ...p, ctx: 2048, seed: 7, qStd: 2, prefill: true });
       await check({ ...p, ctx: 2048, seed: 7, qStd: 2 });
+    });
+  }
+
+  // the f16 cache (pack2x16float pairs, read with unpack2x16float): the same kernels on half the bytes
+  for (const [c, tune] of [
+    [{ NH: 9, NKV: 3, D: 64, T: 1, pos0: 1000 }, undefined],
+    [{ NH: 8, NKV: 2, D: 128, T: 19, pos0: 63, prefill: true }, undefined],
+    [{ NH: 6, NKV: 3, D: 8, T: 1, pos0: 40 }, { splitD: false }],
+    [{ NH: 4, NKV: 2, D: 36, T: 6, pos0: 3, prefill: true }, { splitD: false, subgroups: false }],
+  ] as Array<[Omit<AttnCase, 'ctx' | 'seed'>, AttnTuning | undefined]>) {
+    it(`f16 KV cache ${name(c)}${tune ? ` ${JSON.stringify(tune)}` : ''}`, async () => {
+      await check({ ...c, ctx: 2048, seed: 9, qStd: 2, kv16: true, tune });
     });
   }
 

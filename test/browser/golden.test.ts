@@ -49,3 +49,23 @@ describe('stories260K golden (browser, f32)', () => {
     });
   });
 });
+
+describe('stories260K with an f16 KV cache', () => {
+  // measured on SwiftShader: logits within 0.015 of golden.json (f32 cache: 1e-3), every greedy id the same
+  it('the same greedy ids, logits within f16 rounding of the golden ones', async () => {
+    const { results } = await call('golden', {
+      model: '/models/stories260K',
+      prompts: golden.prompts.map((p) => p.prompt),
+      maxNewTokens: 48,
+      load: { kvCache: 'f16' },
+    });
+    golden.prompts.forEach((g, i) => {
+      const r = results[i];
+      expect(r.tokenIds, `generated ids of ${JSON.stringify(g.prompt)}`).toEqual(g.generated_ids);
+      const d1 = maxAbsDiff(r.logitsFirst, g.logits_first_generated_position.values);
+      const d2 = maxAbsDiff(r.logitsLast, g.logits_last_position.values);
+      expect(d1).toBeLessThan(2e-2);
+      expect(d2).toBeLessThan(2e-2);
+    });
+  });
+});

@@ -7,6 +7,7 @@ import type { Op, Runtime } from '../../src/kernels/runtime.ts';
 import { rt, scoped } from './harness-gen.ts';
 import { attentionOp, attentionPrefillOp, type AttnTuning } from '../../src/kernels/ops.ts';
 import { randn } from '../ref/cpu.ts';
+import { f32ToF16Bits } from '../ref/quant.ts';
 
 
 export interface AttnCase {
@@ -22,6 +23,8 @@ export interface AttnCase {
   qStd?: number;
   /** attentionPrefillOp instead of attentionOp */
   prefill?: boolean;
+  /** an f16 cache (pack2x16float pairs; the reference then reads f16-rounded k and v) */
+  kv16?: boolean;
   tune?: AttnTuning;
 }
 
@@ -29,6 +32,13 @@ export interface AttnCase {
  * The inputs of a case: q [T, NH, D] and the caches [NKV, ctx, D], positions ≥ pos0 + T filled
  * with NaN (a kernel that reads past the causal range poisons its output).
  */
+/** f32 values as f16 bits (round to nearest even), for an f16 KV cache. */
+export function toF16(a: Float32Array): Uint16Array<ArrayBuffer> {
+  const h = new Uint16Array(a.length);
+  for (let i = 0; i < a.length; i++) h[i] = f32ToF16Bits(a[i]!);
+  return h;
+}
+
 export function attnInputs(c: AttnCase): { q: Float32Array; k: Float32Array; v: Float32Array } {
   const q = randn(c.T * c.NH * c.D, c.seed, c.qStd ?? 1);
   const P = c.pos0 + c.T;
@@ -47,8 +57,8 @@ function setup(r: Runtime, c: AttnCase) {
   const { q, k, v } = attnInputs(c);
   const bufs = {
     q: r.upload(q, 'attn_q'),
-    k: r.upload(k, 'attn_k'),
-    v: r.upload(v, 'attn_v'),
+    k: r.upload(c.kv16 ? toF16(k) : k, 'attn_k'),
+    v: r.upload(c.kv16 ? toF16(v) : v, 'attn_v'),
     out: r.buffer(c.T * c.NH * c.D * 4, 'attn_out'),
   };
   return { bufs, destroy: () => Object.values(bufs).forEach((b) => b.destroy()) };
@@ -56,7 +66,7 @@ function setup(r: Runtime, c: AttnCase) {
 
 function op(r: Runtime, c: AttnCase, b: ReturnType<typeof setup>['bufs']): Op {
   const f = c.prefill ? attentionPrefillOp : attentionOp;
-  return f(r, { nHeads: c.NH, nKvHeads: c.NKV, headDim: c.D, ctx: c.ctx, ...b }, 'attention', c.tune);
+  return f(r, { nHeads: c.NH, nKvHeads: c.NKV, headDim: c.D, ctx: c.ctx, kv16: c.kv16, ...b }, 'attention', c.tune);
 }
 
 export const attnApi = {

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openHarness, type Caller } from './page.ts';
 import * as ref from '../ref/cpu.ts';
+import type { LinearMode } from '../../src/kernels/linear.ts';
 
 /**
  * Every f32 kernel against the CPU reference on seeded random inputs, with odd sizes (not
@@ -85,6 +86,45 @@ describe('f32 kernels vs CPU reference', () => {
     });
   }
 
+  // a weight too large for one binding is stored in row parts (SplitWeight): one matmul per part
+  // writing its columns of y, one embedding dispatch per part writing the ids in its rows
+  for (const format of ['f32', 'int8', 'nf4'] as const) {
+    for (const [M, headRows] of [
+      [1, 1],
+      [5, 3],
+      [19, 12],
+    ] as const) {
+      it(`split LM head (${format}, 3 row parts, ${modeOf(headRows)}, last ${headRows} of ${M} rows) = the whole weight`, async () => {
+        const [N, K] = [301, 72];
+        const x = ref.randn(M * K, 21 + M);
+        const W = ref.randn(N * K, 22, 0.2);
+        const g = ref.randn(K, 23);
+        const a = { format, x: arr(x), W: arr(W), M, N, K, mode: modeOf(headRows) as LinearMode, headRows, norm: { g: arr(g), eps: 1e-5 } };
+        const whole = await call('linear', a);
+        const split = await call('linear', { ...a, rowStarts: [0, 128, 256] });
+        expect(split).toEqual(whole);
+        if (format === 'f32') {
+          const want = ref.matmul(ref.rmsnorm(x, g, M, K, 1e-5), W, M, N, K).slice((M - headRows) * N);
+          expect(ref.maxAbsDiff(split, want)).toBeLessThan(1e-4);
+        }
+      });
+    }
+    it(`split embedding (${format}, 3 row parts): every id from its part, ids ≥ V give zeros`, async () => {
+      const [V, H] = [200, 68];
+      const table = ref.randn(V * H, 31);
+      const ids = [0, 63, 64, 127, 128, 199, 5, 150, 200, 4000];
+      const whole = await call('embed', { format, table: arr(table), V, H, ids });
+      const split = await call('embed', { format, table: arr(table), V, H, ids, rowStarts: [0, 64, 128] });
+      expect(split).toEqual(whole);
+      expect(split.slice(8 * H)).toEqual(new Array(2 * H).fill(0));
+      if (format === 'f32') {
+        const want = new Float32Array(ids.length * H);
+        ids.forEach((id, t) => id < V && want.set(table.subarray(id * H, id * H + H), t * H));
+        expect(ref.maxAbsDiff(split, want)).toBe(0);
+      }
+    });
+  }
+
   it('embedding lookup (f32 table, odd hidden size)', async () => {
     const V = 37;
     const H = 300;
@@ -100,16 +140,18 @@ describe('f32 kernels vs CPU reference', () => {
     { T: 5, pos0: 0, NH: 8, NKV: 4, D: 8, ctx: 16 }, // prompt pass, GQA 2:1
     { T: 1, pos0: 70, NH: 6, NKV: 2, D: 64, ctx: 100 }, // decode step past one key tile, GQA 3:1
     { T: 3, pos0: 130, NH: 4, NKV: 4, D: 36, ctx: 140 }, // MHA, odd head dim, several tiles
-  ]) {
-    it(`rope + kv write + causal GQA attention T=${c.T} pos0=${c.pos0} NH=${c.NH} NKV=${c.NKV} D=${c.D}`, async () => {
-      const { T, pos0, NH, NKV, D, ctx } = c;
+    { T: 5, pos0: 0, NH: 8, NKV: 4, D: 8, ctx: 16, kv16: true }, // the f16 cache
+    { T: 3, pos0: 130, NH: 4, NKV: 4, D: 36, ctx: 140, kv16: true },
+  ] as Array<{ T: number; pos0: number; NH: number; NKV: number; D: number; ctx: number; kv16?: boolean }>) {
+    it(`rope + kv write + causal GQA attention T=${c.T} pos0=${c.pos0} NH=${c.NH} NKV=${c.NKV} D=${c.D}${c.kv16 ? ' (f16 cache)' : ''}`, async () => {
+      const { T, pos0, NH, NKV, D, ctx, kv16 } = c;
       const invFreq = ref.invFreqDefault(D, 10000);
       const qkv = ref.randn(T * (NH + 2 * NKV) * D, 21 + T);
       const P = pos0 + T;
       // previous keys/values in the cache, [NKV, pos0, D]
       const kPrev = ref.randn(NKV * pos0 * D, 31);
       const vPrev = ref.randn(NKV * pos0 * D, 32);
-      const got = await call('attention', { qkv: arr(qkv), kPrev: arr(kPrev), vPrev: arr(vPrev), T, pos0, NH, NKV, D, ctx, invFreq: arr(invFreq) });
+      const got = await call('attention', { qkv: arr(qkv), kPrev: arr(kPrev), vPrev: arr(vPrev), T, pos0, NH, NKV, D, ctx, invFreq: arr(invFreq), kv16 });
       // reference: rotate the new q/k, assemble k/v as [P, NKV, D], attend
       const W = (NH + 2 * NKV) * D;
       const q = new Float32Array(T * NH * D);
@@ -129,15 +171,30 @@ describe('f32 kernels vs CPU reference', () => {
         }
       }
       expect(ref.maxAbsDiff(got.q, q)).toBeLessThan(1e-5);
-      // the cache holds the new rotated keys and raw values at positions pos0..
-      for (let t = 0; t < T; t++)
+      // the cache holds the new rotated keys and raw values at positions pos0.. (an f16 cache: within
+      // one f16 rounding, 2^-11 relative); the previous ones are kept
+      const f16ulp = (x: number) => Math.max(Math.abs(x) * 2 ** -11, 2 ** -24);
+      for (let p = 0; p < P; p++)
         for (let g = 0; g < NKV; g++)
           for (let d = 0; d < D; d++) {
-            const p = pos0 + t;
-            expect(Math.abs(got.k[(g * ctx + p) * D + d] - k[(p * NKV + g) * D + d])).toBeLessThan(1e-5);
-            expect(got.v[(g * ctx + p) * D + d]).toBe(v[(p * NKV + g) * D + d]);
+            const [gk, wk] = [got.k[(g * ctx + p) * D + d], k[(p * NKV + g) * D + d]];
+            const [gv, wv] = [got.v[(g * ctx + p) * D + d], v[(p * NKV + g) * D + d]];
+            if (kv16) {
+              expect(Math.abs(gk - wk)).toBeLessThanOrEqual(f16ulp(wk) + 1e-5);
+              expect(Math.abs(gv - wv)).toBeLessThanOrEqual(f16ulp(wv));
+            } else {
+              expect(Math.abs(gk - wk)).toBeLessThan(1e-5);
+              expect(gv).toBe(wv);
+            }
           }
-      expect(ref.maxAbsDiff(got.out, ref.attention(q, k, v, T, pos0, NH, NKV, D))).toBeLessThan(1e-5);
+      // attention over what the cache holds
+      const held = (c: number[]) => {
+        const x = new Float32Array(P * NKV * D);
+        for (let p = 0; p < P; p++) for (let g = 0; g < NKV; g++) x.set(c.slice((g * ctx + p) * D, (g * ctx + p + 1) * D), (p * NKV + g) * D);
+        return x;
+      };
+      const [kh, vh] = kv16 ? [held(got.k), held(got.v)] : [k, v];
+      expect(ref.maxAbsDiff(got.out, ref.attention(q, kh, vh, T, pos0, NH, NKV, D))).toBeLessThan(1e-5);
     });
   }
 

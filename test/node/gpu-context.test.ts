@@ -51,4 +51,29 @@ describe('createGpuContext without WebGPU', () => {
     expect(ctx.features).toEqual({ f16: true, subgroups: false, timestampQuery: true });
     expect(ctx.adapterInfo.summary).toBe('acme rdna x1');
   });
+
+  it("limits: 'default' asks for no limits (WebGPU's defaults), on a device of its own", async () => {
+    const asked: GPUDeviceDescriptor[] = [];
+    const adapter = {
+      features: new Set(['shader-f16']),
+      limits: { maxBufferSize: 4 << 30, maxStorageBufferBindingSize: 2 << 30 },
+      info: { vendor: 'acme', architecture: '', device: '', description: '' },
+      requestDevice: async (d: GPUDeviceDescriptor) => {
+        asked.push(d);
+        return { features: new Set(d.requiredFeatures), limits: { maxBufferSize: 256 << 20, maxStorageBufferBindingSize: 128 << 20, ...d.requiredLimits }, lost: new Promise(() => {}) };
+      },
+    };
+    const gpu = { requestAdapter: async () => adapter } as unknown as GPU;
+    const def = await createGpuContext({ gpu, limits: 'default' });
+    expect(asked[0]!.requiredLimits).toEqual({});
+    expect(asked[0]!.requiredFeatures).toEqual(['shader-f16']);
+    expect(def.limits.maxStorageBufferBindingSize).toBe(128 << 20);
+    const max = await createGpuContext({ gpu });
+    expect(max).not.toBe(def); // the shared device is per limits choice
+    expect(asked[1]!.requiredLimits?.maxStorageBufferBindingSize).toBe(2 << 30);
+    expect(await createGpuContext({ gpu, limits: 'default' })).toBe(def);
+    const e = await createGpuContext({ gpu, limits: 'max' as never }).catch((x) => x);
+    expect(e).toBeInstanceOf(NibbleError);
+    expect(e.message).toMatch(/limits must be 'adapter' or 'default'/);
+  });
 });
