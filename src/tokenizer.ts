@@ -104,7 +104,7 @@ export class StreamDecoder {
 function parseJson(s: string, file: string): object {
   try {
     const v = JSON.parse(s);
-    if (typeof v !== 'object' || v === null) throw new Error('not an object');
+    if (typeof v !== 'object' || v === null) throw new NibbleError('bad-config', 'not an object');
     return v;
   } catch (e) {
     throw new NibbleError('bad-config', `${file} is not valid JSON: ${(e as Error).message}`, { cause: e });

@@ -9,13 +9,17 @@
  * memory a GPU has, so without `maxGpuBytes` only the per-buffer limits are checked.
  */
 import { NibbleError } from '../errors.ts';
-import { MAX_VERIFY_ROWS } from '../kernels/linear.ts';
-import { SAMPLE_PARAMS_BYTES } from '../kernels/sample.ts';
+import { SAMPLE_PARAMS_BYTES } from '../kernels/uniforms.ts';
 import { MAX_LOGIT_BIAS } from '../generate/sampling.ts';
 import type { TensorInfo } from '../loader/safetensors.ts';
 import { DEFAULT_CHUNK_BYTES, DEFAULT_PARALLEL_READS } from '../loader/stream.ts';
-import { DEFAULT_HOST_MEMORY_BUDGET, describeWeights } from '../loader/weights.ts';
+import { memberTensor } from '../loader/jobs.ts';
+import { DEFAULT_HOST_MEMORY_BUDGET } from '../loader/weights.ts';
 import { ropeInvFreq, type LlamaConfig } from '../model/config.ts';
+import { modelDims } from '../model/llama.ts';
+import { kvCacheBytes } from '../kernels/ops.ts';
+import { architectureOf } from '../model/architecture.ts';
+import type { BindingLimits } from '../model/spec.ts';
 import { getFormat } from '../quant/format.ts';
 import { planKey, type FormatName, type QuantPlan } from '../quant/plan.ts';
 
@@ -32,6 +36,8 @@ export interface PreflightModel {
   samplerRows: number;
   /** Draft tokens k when this model is the target of speculative decoding (the speculator's buffers). */
   draftTokens?: number;
+  /** KV cache storage (LoadOptions.kvCache; default f32). */
+  kvCache?: 'f32' | 'f16';
 }
 
 export interface PreflightLoad {
@@ -67,16 +73,10 @@ interface Sized {
 /** The size Runtime.buffer allocates for `n` bytes. */
 const alloc = (n: number) => Math.max(16, Math.ceil(n / 16) * 16);
 
-/** LlamaModel.load's dimensions for these options. */
-export function modelDims(cfg: LlamaConfig, o: { contextLength?: number; maxBatch?: number; maxLogitRows?: number }) {
-  const ctx = Math.max(1, Math.min(o.contextLength ?? Math.min(cfg.maxPositionEmbeddings, 4096), cfg.maxPositionEmbeddings));
-  const maxBatch = Math.max(1, Math.min(o.maxBatch ?? 256, ctx));
-  const maxLogitRows = Math.max(1, Math.min(o.maxLogitRows ?? Math.max(MAX_VERIFY_ROWS + 1, Math.floor((64 << 20) / (cfg.vocabSize * 4))), maxBatch));
-  return { ctx, maxBatch, maxLogitRows };
-}
+export { modelDims };
 
 /** Every buffer one model's load makes, with its size. */
-function modelBuffers(m: PreflightModel, load: PreflightLoad, prefix: string): { buffers: Sized[]; weightBytes: number } {
+function modelBuffers(m: PreflightModel, load: PreflightLoad, prefix: string, limits?: BindingLimits): { buffers: Sized[]; weightBytes: number } {
   const { cfg } = m;
   const { ctx, maxBatch: B, maxLogitRows } = modelDims(cfg, m);
   const out: Sized[] = [];
@@ -84,7 +84,8 @@ function modelBuffers(m: PreflightModel, load: PreflightLoad, prefix: string): {
   let weightBytes = 0;
   const chunkBytes = Math.min(load.hostMemoryBudget ?? DEFAULT_HOST_MEMORY_BUDGET, Math.max(1 << 16, load.chunkBytes ?? DEFAULT_CHUNK_BYTES));
   const staging: number[] = [];
-  for (const w of describeWeights(cfg, m.tensors, m.plan).all) {
+  // the weights exactly as LlamaModel.load builds them (split into row parts to fit `limits`)
+  for (const w of architectureOf(cfg).describeWeights(cfg, m.tensors, m.plan, limits).all) {
     if (w.kind === 'vector') {
       add(w.label, w.cols * 4, 'weights');
       weightBytes += alloc(w.cols * 4);
@@ -100,8 +101,9 @@ function modelBuffers(m: PreflightModel, load: PreflightLoad, prefix: string): {
       // staging buffer of one read (whole rows, at most chunkBytes)
       add(`${w.label}.chunk`, 32, 'loadScratch');
       add(`${w.label}.nonfinite`, 16, 'loadScratch');
-      const tensorBytes = Math.max(...w.members.map((t) => t.end - t.start));
-      const rowBytes = Math.max(1, tensorBytes / Math.max(1, w.members[0]!.shape[0] ?? 1));
+      const read = w.members.map(memberTensor);
+      const tensorBytes = Math.max(...read.map((t) => t.end - t.start));
+      const rowBytes = Math.max(1, tensorBytes / Math.max(1, read[0]!.shape[0] ?? 1));
       staging.push(Math.max(rowBytes, Math.min(tensorBytes, Math.floor(chunkBytes / rowBytes) * rowBytes)));
     }
   }
@@ -110,9 +112,10 @@ function modelBuffers(m: PreflightModel, load: PreflightLoad, prefix: string): {
   staging.slice(0, load.parallelReads ?? DEFAULT_PARALLEL_READS).forEach((b, i) => add(`quantizer staging ${i}`, b, 'loadScratch'));
 
   const { hiddenSize: H, numHeads: nH, numKvHeads: nKV, headDim: D, intermediateSize: I, vocabSize: V } = cfg;
+  const kvBytes = kvCacheBytes({ nHeads: nH, nKvHeads: nKV, headDim: D, ctx, kv16: m.kvCache === 'f16' });
   for (let i = 0; i < cfg.numLayers; i++) {
-    add(`layer${i}.k_cache`, nKV * ctx * D * 4, 'kvCache');
-    add(`layer${i}.v_cache`, nKV * ctx * D * 4, 'kvCache');
+    add(`layer${i}.k_cache`, kvBytes, 'kvCache');
+    add(`layer${i}.v_cache`, kvBytes, 'kvCache');
   }
   add('tokens', Math.max(B, 4) * 4, 'scratch');
   add('hidden', B * H * 4, 'scratch');
@@ -139,14 +142,14 @@ function modelBuffers(m: PreflightModel, load: PreflightLoad, prefix: string): {
 }
 
 /** The GPU memory of a load: the target and, when given, its draft model. */
-export function estimateGpuMemory(models: PreflightModel[], load: PreflightLoad = {}): GpuMemoryEstimate & { buffers: Sized[] } {
+export function estimateGpuMemory(models: PreflightModel[], load: PreflightLoad = {}, limits?: BindingLimits): GpuMemoryEstimate & { buffers: Sized[] } {
   const buffers: Sized[] = [
     { label: 'step', bytes: 16, kind: 'scratch' },
     { label: 'dummy', bytes: 16, kind: 'scratch' },
   ];
   let weights = 0;
   models.forEach((m, i) => {
-    const r = modelBuffers(m, load, i === 0 ? '' : 'draft ');
+    const r = modelBuffers(m, load, i === 0 ? '' : 'draft ', limits);
     buffers.push(...r.buffers);
     weights += r.weightBytes;
   });
@@ -180,7 +183,7 @@ const SMALLER: readonly FormatName[] = ['f16', 'int8', 'nf4', 'nf4-dq'];
 
 /** Why this load does not fit, or null. */
 function misfit(models: PreflightModel[], load: PreflightLoad, limits: PreflightLimits): { kind: 'buffer' | 'total'; est: ReturnType<typeof estimateGpuMemory> } | null {
-  const est = estimateGpuMemory(models, load);
+  const est = estimateGpuMemory(models, load, limits);
   const bind = Math.min(limits.maxBufferSize, limits.maxStorageBufferBindingSize);
   if (est.largest.bytes > bind) return { kind: 'buffer', est };
   if (limits.maxGpuBytes !== undefined && est.total > limits.maxGpuBytes) return { kind: 'total', est };
@@ -194,7 +197,7 @@ function misfit(models: PreflightModel[], load: PreflightLoad, limits: Preflight
 export function preflight(models: PreflightModel[], load: PreflightLoad, limits: PreflightLimits): GpuMemoryEstimate {
   const bad = misfit(models, load, limits);
   if (!bad) {
-    const { buffers: _, ...est } = estimateGpuMemory(models, load);
+    const { buffers: _, ...est } = estimateGpuMemory(models, load, limits);
     return est;
   }
   const { est } = bad;
@@ -206,7 +209,7 @@ export function preflight(models: PreflightModel[], load: PreflightLoad, limits:
   const formats = SMALLER.filter((f) => getFormat(f) && formatBits(f) < currentSize)
     .map((f) => {
       const alt = [{ ...target, plan: { default: f } }, ...models.slice(1)];
-      return { f, fits: !misfit(alt, load, limits), total: estimateGpuMemory(alt, load).total };
+      return { f, fits: !misfit(alt, load, limits), total: estimateGpuMemory(alt, load, limits).total };
     })
     .filter((x) => x.fits);
   // the longest context that fits with the current plan (sizes grow with the context)
@@ -221,7 +224,7 @@ export function preflight(models: PreflightModel[], load: PreflightLoad, limits:
   const ctxFits = lo >= 1 && !misfit(withCtx(lo), load, limits) ? lo : 0;
   const options: string[] = [];
   if (formats.length) options.push(`quant ${formats.map((x) => `'${x.f}' (${mib(x.total)})`).join(', ')}`);
-  if (ctxFits > 0) options.push(`contextLength ≤ ${ctxFits} (${mib(estimateGpuMemory(withCtx(ctxFits), load).total)} with quant '${planKey(target.plan)}')`);
+  if (ctxFits > 0) options.push(`contextLength ≤ ${ctxFits} (${mib(estimateGpuMemory(withCtx(ctxFits), load, limits).total)} with quant '${planKey(target.plan)}')`);
   const fit = options.length
     ? `What would fit: ${options.join('; or ')}.`
     : `Neither a smaller weight format nor a shorter context makes it fit on its own${bad.kind === 'buffer' ? '' : '; raise maxGpuBytes'}.`;

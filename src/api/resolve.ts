@@ -11,11 +11,11 @@ export interface SourceOptions {
   /** Access token for gated or private repos. */
   token?: string;
   fetch?: typeof fetch;
-  /** Hub: attempts after the first for a request that makes no progress (default 5). */
+  /** Attempts after the first for a request that makes no progress (default 5; Hub ids and URLs). */
   retries?: number;
-  /** Hub: delay before the first retry in ms, doubling per failed attempt (default 300). */
+  /** Delay before the first retry in ms, doubling per failed attempt (default 300). */
   retryDelayMs?: number;
-  /** Hub: a request with no headers / no bytes for this long is aborted and retried (default 30 000 ms). */
+  /** A request with no headers / no bytes for this long is aborted and retried (default 30 000 ms). */
   stallTimeoutMs?: number;
 }
 
@@ -39,7 +39,13 @@ export function resolveSource(model: string, opts: SourceOptions = {}): ModelSou
   if (!/^[a-z]+:\/\//i.test(url) && loc) url = new URL(url, loc.href).href;
   // a Hub token goes only to the Hub endpoint it belongs to, never to another origin
   const headers: Record<string, string> = opts.token && onHubEndpoint(url, opts.hubEndpoint) ? { Authorization: `Bearer ${opts.token}` } : {};
-  return new UrlSource(url, { headers, fetch: opts.fetch });
+  return new UrlSource(url, {
+    headers,
+    fetch: opts.fetch,
+    retries: opts.retries,
+    retryDelayMs: opts.retryDelayMs,
+    stallTimeoutMs: opts.stallTimeoutMs,
+  });
 }
 
 /**

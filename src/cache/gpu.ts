@@ -3,7 +3,7 @@
  * store them) and creating buffers from a cached entry (to skip download and quantization).
  */
 import type { Runtime } from '../kernels/runtime.ts';
-import type { HostBudget } from '../loader/memory.ts';
+import type { HostBudget } from '../util/host-budget.ts';
 import type { CachedBufferInfo } from './model-cache.ts';
 
 /** Whether these buffers can be read back (COPY_SRC) — weights of formats that omit it are not cached. */

@@ -25,8 +25,8 @@
  * aborted load caches nothing.
  */
 import { NibbleError } from '../errors.ts';
-import { Sha256 } from '../loader/sha256.ts';
-import type { HostBudget } from '../loader/memory.ts';
+import { Sha256 } from '../util/sha256.ts';
+import type { HostBudget } from '../util/host-budget.ts';
 import { Checksum64 } from './checksum.ts';
 import { readText, writeText, type WeightCache } from './types.ts';
 

@@ -5,6 +5,7 @@
  */
 import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join, relative, resolve, sep } from 'node:path';
+import { NibbleError } from '../errors.ts';
 import type { WeightCache } from './types.ts';
 
 export class DirCache implements WeightCache {
@@ -18,7 +19,7 @@ export class DirCache implements WeightCache {
 
   private abs(path: string): string {
     const full = resolve(this.dir, ...path.split('/').filter(Boolean));
-    if (full !== this.dir && !full.startsWith(this.dir + sep)) throw new Error(`cache path ${path} leaves ${this.dir}`);
+    if (full !== this.dir && !full.startsWith(this.dir + sep)) throw new NibbleError('bad-argument', `cache path ${path} leaves ${this.dir}`);
     return full;
   }
 

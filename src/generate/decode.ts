@@ -36,7 +36,7 @@ export async function plainDecode(seq: Sequence, ids: number[], pick: Op | undef
   let delivered = 0;
   while (pending) {
     // queue the next step before reading this one's id (its embedding reads tokens[0] on the GPU)
-    const room = seq.cached.length + 1 < m.ctx;
+    const room = seq.length + 1 < m.contextLength;
     const wantMore = delivered + 1 < c.maxNewTokens && room;
     const following: Promise<number> | null = wantMore ? seq.decodeStep(pick) : null;
     const id = await pending;

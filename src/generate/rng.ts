@@ -32,8 +32,3 @@ export function rngUniform(v: number, pos: number, seed: number, stream: number)
 export function rngGumbel(v: number, pos: number, seed: number, stream: number): number {
   return -Math.log(-Math.log(rngUniform(v, pos, seed, stream)));
 }
-
-/** Streams of rng.wgsl. */
-export const STREAM_DRAW = 0;
-export const STREAM_ACCEPT = 1;
-export const STREAM_RESIDUAL = 2;

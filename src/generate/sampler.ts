@@ -1,5 +1,6 @@
 import type { Op, Runtime, StepShape } from '../kernels/runtime.ts';
-import { SAMPLE_PARAMS_BYTES, sampleOp } from '../kernels/sample.ts';
+import { sampleOp } from '../kernels/sample.ts';
+import { SAMPLE_PARAMS_BYTES, encodeSampleParams } from '../kernels/uniforms.ts';
 import { hasPenalties, MAX_LOGIT_BIAS, type ResolvedSampling } from './sampling.ts';
 
 export type SamplerVariant =
@@ -40,22 +41,24 @@ export class GpuSampler {
 
   /** Writes a request's settings; `contextIds` (the prompt) seed the penalty counts. */
   configure(s: ResolvedSampling, contextIds: readonly number[]): void {
-    const buf = new ArrayBuffer(SAMPLE_PARAMS_BYTES);
-    const f = new Float32Array(buf);
-    const u = new Uint32Array(buf);
     const penalize = hasPenalties(s);
-    f[0] = s.temperature;
-    u[1] = s.topK;
-    f[2] = s.topP;
-    f[3] = s.minP;
-    f[4] = s.repetitionPenalty;
-    f[5] = s.presencePenalty;
-    f[6] = s.frequencyPenalty;
-    u[7] = s.seed >>> 0;
-    u[8] = s.logitBias.length;
-    u[9] = penalize ? 1 : 0;
     const q = this.rt.device.queue;
-    q.writeBuffer(this.params, 0, buf);
+    q.writeBuffer(
+      this.params,
+      0,
+      encodeSampleParams({
+        temperature: s.temperature,
+        topK: s.topK,
+        topP: s.topP,
+        minP: s.minP,
+        repetitionPenalty: s.repetitionPenalty,
+        presencePenalty: s.presencePenalty,
+        frequencyPenalty: s.frequencyPenalty,
+        seed: s.seed,
+        nBias: s.logitBias.length,
+        penalize: penalize ? 1 : 0,
+      }),
+    );
     if (s.logitBias.length) {
       const b = new ArrayBuffer(s.logitBias.length * 8);
       const bu = new Uint32Array(b);

@@ -1,6 +1,6 @@
 import { NibbleError, show } from '../errors.ts';
 import type { Op } from '../kernels/runtime.ts';
-import type { LlamaModel } from '../model/llama.ts';
+import type { PassModel } from './model.ts';
 
 /** Token ids: a non-empty array of integers inside the vocabulary (else a bad-argument NibbleError). */
 export function checkTokenIds(ids: unknown, what: string, vocabSize: number): asserts ids is number[] {
@@ -18,25 +18,45 @@ export function checkTokenIds(ids: unknown, what: string, vocabSize: number): as
   }
 }
 
+/** One forward pass of a Sequence (see Sequence.pass). */
+export interface PassOptions {
+  /** Rows of the pass (default: ids.length); rows past the given ids were placed in `tokens` on the GPU. */
+  T?: number;
+  /** Logit rows of the LM head (the last rows of the pass); 0 (default): no head. */
+  headRows?: number;
+  /** Greedy choice of the next token into tokens[0] (needs the head). */
+  argmax?: boolean;
+  /** Ops recorded after the model's (a sampler's pick, the speculator's verify ops). */
+  ops?: Op[];
+  /** Commands encoded after the pass, in the same submit (copies of tokens or logits). */
+  encode?: (enc: GPUCommandEncoder) => void;
+  /** Read back tokens[0] after the pass (the id its pick chose). */
+  readToken?: boolean;
+}
+
 /**
- * One sequence in the model's KV cache: which tokens are cached at positions 0..length-1, and
- * the passes that extend it. Only token ids cross between CPU and GPU: prompt ids are written
- * in, and each decode step reads back the 4-byte id its pick op (argmax or the sampler) chose.
+ * One sequence in the model's KV cache, and the only code that runs a forward pass (`pass`). It
+ * knows which tokens are cached at positions 0..length-1; rollback(n) forgets the last n (their
+ * k/v are overwritten by later passes: rejected drafts, a stop). Only token ids cross between CPU
+ * and GPU: prompt ids are written in, and a decode step reads back the 4-byte id its pick op
+ * (argmax or the sampler) chose.
  *
- * A pick op writes the chosen id into tokens[0], which is also the next step's embedding input,
- * so step n + 1 can be queued before step n's id is read. Tokens enter `cached` only once a
- * queued step has consumed them (its k/v are written in queue order before any later pass).
+ * A pick op writes the chosen id into tokens[0], which is also the next step's embedding input, so
+ * step n + 1 can be queued before step n's id is read: such a position is *unresolved* until its
+ * id is known (accept / resolve). Positions are resolved in order; known ids always precede them.
  */
 export class Sequence {
-  readonly model: LlamaModel;
-  /** Token ids whose k/v are in the cache, in order. */
-  cached: number[] = [];
+  readonly model: PassModel;
+  /** Token ids whose k/v are in the cache, in order (the resolved positions). */
+  private cached: number[] = [];
+  /** Positions after `cached` whose k/v a submitted pass writes but whose ids the CPU does not know yet. */
+  private unresolved = 0;
   /** Tokens of the last prefill's prompt that were already cached (their pass was skipped). */
   reused = 0;
   private staging: GPUBuffer[] = [];
   private next = 0;
 
-  constructor(model: LlamaModel) {
+  constructor(model: PassModel) {
     this.model = model;
     for (let i = 0; i < 4; i++) {
       this.staging.push(
@@ -49,6 +69,44 @@ export class Sequence {
     }
   }
 
+  /** Positions filled (resolved or not): where the next pass starts. */
+  get length(): number {
+    return this.cached.length + this.unresolved;
+  }
+
+  /** The resolved token ids, in order. */
+  get ids(): readonly number[] {
+    return this.cached;
+  }
+
+  /**
+   * Submits one forward pass over positions length.. (the given ids, then rows whose tokens are
+   * already in `tokens` on the GPU, which stay unresolved). With `readToken` it returns the promise
+   * of the id tokens[0] holds after the pass.
+   */
+  pass(ids: readonly number[], o: PassOptions = {}): Promise<number> | null {
+    const m = this.model;
+    const T = o.T ?? ids.length;
+    const pos0 = this.length;
+    if (T < 1 || T > m.maxBatch || ids.length > T) throw new NibbleError('bad-argument', `a pass of ${T} rows (${ids.length} ids given; at most ${m.maxBatch} rows)`);
+    if (ids.length > 0 && this.unresolved > 0) throw new NibbleError('bad-argument', 'a pass with known ids after unresolved positions');
+    if (pos0 + T > m.contextLength) throw new NibbleError('context-overflow', `the context of ${m.contextLength} tokens is full`);
+    const headRows = o.headRows ?? 0;
+    if (headRows > Math.min(T, m.maxLogitRows)) throw new NibbleError('bad-argument', `${headRows} logit rows of a pass of ${T} (at most ${m.maxLogitRows})`);
+    const device = m.rt.device;
+    if (ids.length > 0) device.queue.writeBuffer(m.tokens, 0, new Uint32Array(ids));
+    const s = { T, pos0, headRows: Math.max(1, headRows) };
+    m.rt.setStep(s);
+    const enc = device.createCommandEncoder();
+    m.rt.record(enc, [...m.ops(s, { head: headRows > 0, argmax: !!o.argmax }), ...(o.ops ?? [])], s);
+    o.encode?.(enc);
+    const read = o.readToken ? this.readToken(enc) : null;
+    device.queue.submit([enc.finish()]);
+    this.cached.push(...ids);
+    this.unresolved += T - ids.length;
+    return read ? read() : null;
+  }
+
   /**
    * Runs the prompt through the model from the longest prefix already in the cache (chat turns
    * reuse it), in batched passes of up to maxBatch tokens, and submits the choice of the next
@@ -58,33 +116,23 @@ export class Sequence {
   prefill(ids: number[], pick?: Op | null): Promise<number> | null {
     const m = this.model;
     checkTokenIds(ids, 'the prompt\'s token ids', m.cfg.vocabSize);
-    if (ids.length > m.ctx) {
-      throw new NibbleError('context-overflow', `the prompt has ${ids.length} tokens but the context holds ${m.ctx}`);
+    if (ids.length > m.contextLength) {
+      throw new NibbleError('context-overflow', `the prompt has ${ids.length} tokens but the context holds ${m.contextLength}`);
     }
-    this.pending = 0;
+    this.unresolved = 0;
     let start = 0;
     while (start < this.cached.length && start < ids.length && this.cached[start] === ids[start]) start++;
     if (start === ids.length && pick !== null) start--; // recompute the last token to get its logits
     this.reused = start;
-    this.cached = ids.slice(0, start);
+    this.rollback(this.cached.length - start);
     const head = pick !== null;
-    const device = m.rt.device;
-    let result: (() => Promise<number>) | null = null;
+    let result: Promise<number> | null = null;
     for (let p = start; p < ids.length; p += m.maxBatch) {
       const chunk = ids.slice(p, Math.min(ids.length, p + m.maxBatch));
-      const last = p + chunk.length === ids.length;
-      device.queue.writeBuffer(m.tokens, 0, new Uint32Array(chunk));
-      const s = { T: chunk.length, pos0: p, headRows: 1 };
-      m.rt.setStep(s);
-      const enc = device.createCommandEncoder();
-      const ops = m.ops(s, { head: last && head, argmax: last && head && pick === undefined });
-      if (last && pick) ops.push(pick);
-      m.rt.record(enc, ops, s);
-      if (last && head) result = this.readToken(enc);
-      device.queue.submit([enc.finish()]);
-      this.cached.push(...chunk);
+      const last = p + chunk.length === ids.length && head;
+      result = this.pass(chunk, { headRows: last ? 1 : 0, argmax: last && pick === undefined, ops: last && pick ? [pick] : [], readToken: last });
     }
-    return result ? result() : null;
+    return result;
   }
 
   /**
@@ -93,49 +141,48 @@ export class Sequence {
    * is read. `pick` as in prefill (undefined: argmax).
    */
   decodeStep(pick?: Op): Promise<number> {
-    const m = this.model;
-    const pos = this.cached.length + this.pending;
-    if (pos >= m.ctx) throw new NibbleError('context-overflow', `the context of ${m.ctx} tokens is full`);
-    const s = { T: 1, pos0: pos, headRows: 1 };
-    m.rt.setStep(s);
-    const enc = m.rt.device.createCommandEncoder();
-    const ops = m.ops(s, { head: true, argmax: pick === undefined });
-    if (pick) ops.push(pick);
-    m.rt.record(enc, ops, s);
-    const read = this.readToken(enc);
-    m.rt.device.queue.submit([enc.finish()]);
-    this.pending++;
-    return read();
+    return this.pass([], { T: 1, headRows: 1, argmax: pick === undefined, ops: pick ? [pick] : [], readToken: true })!;
   }
-
-  /** Decode steps submitted whose input token the caller has not yet appended with accept(). */
-  private pending = 0;
 
   /**
-   * Records a generated token. It joins `cached` only if a submitted step consumed it (that step
-   * wrote its k/v); the last token of a generation, never fed back, stays out of the cache.
+   * Records a generated token. It joins the cache only if a submitted step consumed it (that step
+   * wrote its k/v); the last token of a generation, never fed back, stays out.
    */
   accept(id: number): void {
-    if (this.pending > 0) {
-      this.cached.push(id);
-      this.pending--;
-    }
+    if (this.unresolved > 0) this.resolve([id]);
   }
 
-  /** Forgets queued steps after a stop (their k/v lie beyond `cached` and get overwritten). */
+  /** The ids of the first unresolved positions, now known (drafts read back). */
+  resolve(ids: readonly number[]): void {
+    if (ids.length > this.unresolved) throw new NibbleError('bad-argument', `${ids.length} ids for ${this.unresolved} unresolved positions`);
+    this.cached.push(...ids);
+    this.unresolved -= ids.length;
+  }
+
+  /** Forgets the last n positions (unresolved ones first); later passes overwrite their k/v. */
+  rollback(n: number): void {
+    const u = Math.min(n, this.unresolved);
+    this.unresolved -= u;
+    if (n > u) this.cached.length = Math.max(0, this.cached.length - (n - u));
+  }
+
+  /** Forgets queued steps after a stop (their k/v lie beyond the cache and get overwritten). */
   async dropPending(): Promise<void> {
-    this.pending = 0;
+    this.rollback(this.unresolved);
     await this.settle();
   }
 
   reset(): void {
     this.cached = [];
-    this.pending = 0;
+    this.unresolved = 0;
   }
 
-  /** Keeps only the first n cached tokens (a rollback: later k/v are overwritten by later passes). */
-  truncate(n: number): void {
-    if (n < this.cached.length) this.cached.length = n;
+  /** The logits of the last pass's `rows` head rows, one array per row. */
+  async readLogits(rows: number): Promise<Float32Array[]> {
+    const m = this.model;
+    const V = m.cfg.vocabSize;
+    const buf = new Float32Array(await m.rt.read(m.logits, 0, rows * V * 4));
+    return Array.from({ length: rows }, (_, r) => buf.subarray(r * V, (r + 1) * V));
   }
 
   /** Waits for every outstanding token readback (so their staging buffers can be reused). */

@@ -1,8 +1,8 @@
 import { NibbleError } from '../errors.ts';
 import type { Op, StepShape } from '../kernels/runtime.ts';
 import { argmaxRowsOp, specAcceptOp } from '../kernels/sample.ts';
-import type { LlamaModel } from '../model/llama.ts';
 import type { LoopControl, LoopResult, TokenSink } from './decode.ts';
+import type { PassModel } from './model.ts';
 import { GpuSampler } from './sampler.ts';
 import { isGreedy, isPlainArgmax, type ResolvedSampling } from './sampling.ts';
 import { Sequence } from './sequence.ts';
@@ -38,13 +38,27 @@ export interface SpeculativeStats {
  *              draw from p after k acceptances) on the GPU: 2 + k ids cross back, never probabilities.
  *              Noise is keyed by (seed, position) like plain sampling, so a draft that is the target
  *              itself reproduces plain sampling's tokens.
- * Rejected positions are rolled back in both caches by bookkeeping only: `cached` is cut, and the
- * k/v beyond it are overwritten by later passes. Penalties are not supported here (their counts
+ * Rejected positions are rolled back in both caches by bookkeeping only (Sequence.rollback): the
+ * k/v beyond the kept tokens are overwritten by later passes. Penalties are not supported here (their counts
  * would need rolling back too): the engine decodes plainly when they are set.
  */
+/**
+ * The checks of a draft against its target, made once when the engine loads (from the configs and
+ * the load's dimensions, before any weight is downloaded): the same vocabulary, and k + 1 logit rows
+ * per verify pass.
+ */
+export function checkDraft(target: { vocabSize: number; logitRows: number }, draftVocabSize: number, k: number): void {
+  if (draftVocabSize !== target.vocabSize) {
+    throw new NibbleError('bad-argument', `the draft's vocabulary (${draftVocabSize}) differs from the target's (${target.vocabSize})`);
+  }
+  if (k + 1 > target.logitRows) {
+    throw new NibbleError('bad-argument', `draft tokens ${k} needs ${k + 1} logit rows per pass; this load allows ${target.logitRows} (maxLogitRows / maxBatch)`);
+  }
+}
+
 export class Speculator {
-  readonly target: LlamaModel;
-  readonly draft: LlamaModel;
+  readonly target: PassModel;
+  readonly draft: PassModel;
   readonly k: number;
   /** Adapt the proposals per round to the acceptance: +1 after a full acceptance, else n + 1 (≤ k). */
   readonly adaptive: boolean;
@@ -59,15 +73,8 @@ export class Speculator {
   private readonly argmaxRows: Op;
   private readonly accept: Op;
 
-  constructor(target: LlamaModel, draft: LlamaModel, targetSeq: Sequence, targetSampler: GpuSampler, k: number, adaptive = false) {
-    if (target.rt !== draft.rt) throw new Error('target and draft must share one Runtime');
-    const V = target.cfg.vocabSize;
-    if (draft.cfg.vocabSize !== V) {
-      throw new NibbleError('bad-argument', `the draft's vocabulary (${draft.cfg.vocabSize}) differs from the target's (${V})`);
-    }
-    if (k + 1 > Math.min(target.maxLogitRows, target.maxBatch) || targetSampler.rows < k + 1) {
-      throw new NibbleError('bad-argument', `draft tokens ${k} needs ${k + 1} logit rows; the target allows ${Math.min(target.maxLogitRows, target.maxBatch)}`);
-    }
+  /** target and draft share one Runtime; checkDraft has passed (the engine's load). */
+  constructor(target: PassModel, draft: PassModel, targetSeq: Sequence, targetSampler: GpuSampler, k: number, adaptive = false) {
     this.target = target;
     this.draft = draft;
     this.k = k;
@@ -76,6 +83,7 @@ export class Speculator {
     this.draftSeq = new Sequence(draft);
     this.targetSampler = targetSampler;
     const rt = target.rt;
+    const V = target.cfg.vocabSize;
     this.draftSampler = new GpuSampler(rt, V, 1);
     this.qRows = rt.buffer(Math.max(1, k) * V * 4, 'spec_q');
     this.picks = rt.buffer((k + 1) * 4, 'spec_picks');
@@ -92,12 +100,11 @@ export class Speculator {
    */
   async run(ids: number[], s: ResolvedSampling, sink: TokenSink, c: LoopControl): Promise<LoopResult & { stats: SpeculativeStats }> {
     const t = this.target;
-    const d = this.draft;
     const greedy = isGreedy(s);
     const plain = isPlainArgmax(s);
     this.draftSampler.configure(s, ids);
     const targetPick = plain ? undefined : this.targetSampler.op('decode', t.logits, t.tokens);
-    const draftPick = plain ? undefined : this.draftSampler.op('draft', d.logits, d.tokens);
+    const draftPick = plain ? undefined : this.draftSampler.op('draft', this.draft.logits, this.draft.tokens);
     const verifyOps: Op[] = plain
       ? [this.argmaxRows]
       : greedy
@@ -123,72 +130,19 @@ export class Speculator {
     let r = sink(x);
     if (r) return done(r, firstTokenAt);
 
-    const V = t.cfg.vocabSize;
-    const rt = t.rt;
-    const dev = rt.device;
     let kNow = this.k;
     for (;;) {
-      const P = this.targetSeq.cached.length; // x sits at position P
-      const room = t.ctx - 2 - P; // the round may produce tokens up to position ctx − 1
+      const P = this.targetSeq.length; // x sits at position P
+      const room = t.contextLength - 2 - P; // the round may produce tokens up to position ctx − 1
       if (room < 0) return done('length', firstTokenAt);
       const kr = Math.max(0, Math.min(kNow, c.maxNewTokens - delivered - 1, room));
-      dev.queue.writeBuffer(t.tokens, 0, Uint32Array.of(x));
-      if (kr > 0) {
-        // the draft first catches up on tokens it has not seen (the last round's full acceptance)
-        const feed = [...this.targetSeq.cached.slice(this.draftSeq.cached.length), x];
-        while (feed.length > d.maxBatch) {
-          const chunk = feed.splice(0, d.maxBatch);
-          dev.queue.writeBuffer(d.tokens, 0, new Uint32Array(chunk));
-          const s0 = { T: chunk.length, pos0: this.draftSeq.cached.length, headRows: 1 };
-          rt.run(d.ops(s0, { head: false, argmax: false }), s0);
-          this.draftSeq.cached.push(...chunk);
-        }
-        dev.queue.writeBuffer(d.tokens, 0, new Uint32Array(feed));
-        for (let i = 1; i <= kr; i++) {
-          const st = i === 1 ? { T: feed.length, pos0: this.draftSeq.cached.length, headRows: 1 } : { T: 1, pos0: P + i - 1, headRows: 1 };
-          rt.setStep(st);
-          const enc = dev.createCommandEncoder();
-          const ops = d.ops(st, { head: true, argmax: !draftPick });
-          if (draftPick) ops.push(draftPick);
-          rt.record(enc, ops, st);
-          enc.copyBufferToBuffer(d.tokens, 0, t.tokens, 4 * i, 4);
-          if (!greedy) enc.copyBufferToBuffer(this.draftSampler.scratch, 0, this.qRows, (i - 1) * V * 4, V * 4);
-          dev.queue.submit([enc.finish()]);
-        }
-        this.draftSeq.cached.push(...feed);
-      }
-      // the target verifies x, d_1..d_kr in one pass of kr + 1 rows
-      const sv = { T: kr + 1, pos0: P, headRows: kr + 1 };
-      rt.setStep(sv);
-      const enc = dev.createCommandEncoder();
-      rt.record(enc, [...t.ops(sv, { head: true, argmax: false }), ...verifyOps], sv);
-      if (greedy) enc.copyBufferToBuffer(this.picks, 0, this.staging, 0, (kr + 1) * 4);
-      else enc.copyBufferToBuffer(this.result, 0, this.staging, 0, 8);
-      const draftsAt = greedy ? kr + 1 : 2;
-      if (kr > 0) enc.copyBufferToBuffer(t.tokens, 4, this.staging, draftsAt * 4, kr * 4);
-      dev.queue.submit([enc.finish()]);
-      await this.staging.mapAsync(GPUMapMode.READ);
-      const got = new Uint32Array(this.staging.getMappedRange().slice(0));
-      this.staging.unmap();
+      if (kr > 0) this.propose(x, kr, greedy, draftPick);
+      const { n, next, drafts } = await this.verify(x, kr, greedy, verifyOps);
       c.check();
       stats.targetPasses++;
-      const drafts = Array.from(got.subarray(draftsAt, draftsAt + kr));
-      let n: number;
-      let next: number;
-      if (greedy) {
-        n = 0;
-        while (n < kr && drafts[n] === got[n]) n++;
-        next = got[n];
-      } else {
-        n = got[0];
-        next = got[1];
-      }
       stats.proposed += kr;
       stats.accepted += n;
       if (this.adaptive && kr > 0) kNow = n === kr ? Math.min(this.k, kNow + 1) : Math.max(1, n + 1);
-      // keep x and the accepted drafts; the draft saw x and d_1..d_{kr-1}
-      this.targetSeq.cached.push(x, ...drafts.slice(0, n));
-      if (kr > 0) this.draftSeq.cached.push(...drafts.slice(0, Math.min(n, kr - 1)));
       if (c.signal?.aborted) return done('abort', firstTokenAt);
       for (const id of [...drafts.slice(0, n), next]) {
         r = sink(id);
@@ -198,6 +152,70 @@ export class Speculator {
       if (delivered >= c.maxNewTokens) return done('length', firstTokenAt);
       x = next;
     }
+  }
+
+  /**
+   * The draft catches up on the tokens it has not seen (the last round's full acceptance) and x,
+   * then proposes d_1..d_kr one step at a time; each id goes from its tokens[0] into the target's
+   * tokens[i] (and, sampling, its distribution into q row i − 1) on the GPU.
+   */
+  private propose(x: number, kr: number, greedy: boolean, pick: Op | undefined): void {
+    const d = this.draft;
+    const V = d.cfg.vocabSize;
+    const feed = [...this.targetSeq.ids.slice(this.draftSeq.length), x];
+    while (feed.length > d.maxBatch) this.draftSeq.pass(feed.splice(0, d.maxBatch));
+    for (let i = 1; i <= kr; i++) {
+      this.draftSeq.pass(i === 1 ? feed : [], {
+        T: i === 1 ? feed.length : 1,
+        headRows: 1,
+        argmax: !pick,
+        ops: pick ? [pick] : [],
+        encode: (enc) => {
+          enc.copyBufferToBuffer(d.tokens, 0, this.target.tokens, 4 * i, 4);
+          if (!greedy) enc.copyBufferToBuffer(this.draftSampler.scratch, 0, this.qRows, (i - 1) * V * 4, V * 4);
+        },
+      });
+    }
+  }
+
+  /**
+   * The target verifies x, d_1..d_kr in one pass of kr + 1 rows and reads back its choices (2 + kr
+   * ids). Both sequences keep x and the accepted drafts and roll the rejected ones back.
+   */
+  private async verify(x: number, kr: number, greedy: boolean, verifyOps: Op[]): Promise<{ n: number; next: number; drafts: number[] }> {
+    const draftsAt = greedy ? kr + 1 : 2;
+    this.targetSeq.pass([x], {
+      T: kr + 1,
+      headRows: kr + 1,
+      ops: verifyOps,
+      encode: (enc) => {
+        if (greedy) enc.copyBufferToBuffer(this.picks, 0, this.staging, 0, (kr + 1) * 4);
+        else enc.copyBufferToBuffer(this.result, 0, this.staging, 0, 8);
+        if (kr > 0) enc.copyBufferToBuffer(this.target.tokens, 4, this.staging, draftsAt * 4, kr * 4);
+      },
+    });
+    await this.staging.mapAsync(GPUMapMode.READ);
+    const got = new Uint32Array(this.staging.getMappedRange().slice(0));
+    this.staging.unmap();
+    const drafts = Array.from(got.subarray(draftsAt, draftsAt + kr));
+    let n: number;
+    let next: number;
+    if (greedy) {
+      n = 0;
+      while (n < kr && drafts[n] === got[n]) n++;
+      next = got[n]!;
+    } else {
+      n = got[0]!;
+      next = got[1]!;
+    }
+    // the target saw x, d_1..d_kr; the draft x (resolved) and d_1..d_{kr-1}
+    this.targetSeq.resolve(drafts);
+    this.targetSeq.rollback(kr - n);
+    if (kr > 0) {
+      this.draftSeq.resolve(drafts.slice(0, kr - 1));
+      this.draftSeq.rollback(kr - 1 - Math.min(n, kr - 1));
+    }
+    return { n, next, drafts };
   }
 
   destroy(): void {

@@ -1,4 +1,4 @@
-import type { DType } from './safetensors.ts';
+import type { DType } from '../util/dtype.ts';
 
 /**
  * NaN / ±Inf in raw checkpoint bytes (F32, F16, BF16; other dtypes are not scanned): how many, and

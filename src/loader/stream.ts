@@ -21,9 +21,9 @@
  */
 import { NibbleError } from '../errors.ts';
 import type { ModelSource } from '../source/types.ts';
-import type { HostBudget } from './memory.ts';
+import type { HostBudget } from '../util/host-budget.ts';
 import type { TensorInfo } from './safetensors.ts';
-import { Sha256 } from './sha256.ts';
+import { Sha256 } from '../util/sha256.ts';
 
 export const DEFAULT_CHUNK_BYTES = 16 << 20;
 export const DEFAULT_PARALLEL_READS = 4;

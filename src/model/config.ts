@@ -1,6 +1,7 @@
 /**
  * config.json (+ generation_config.json) → LlamaConfig, the RoPE inverse frequencies, and the
- * Hugging Face tensor names/shapes the Llama graph expects.
+ * Llama graph's kernel limits (checked here, before any download). The checkpoint layout (tensor
+ * names and shapes) is src/model/checkpoint.ts.
  *
  * One config type covers the supported families because they share the graph
  * (embed → [rmsnorm, qkv, rope, attn, o, rmsnorm, swiglu mlp]×L → rmsnorm → head):
@@ -12,6 +13,7 @@
  *              ignored (it is false in released Qwen2/2.5 configs).
  */
 import { NibbleError } from '../errors.ts';
+import { architectureNames, findArchitecture } from './architecture.ts';
 
 export type RopeScaling =
   | null
@@ -40,7 +42,7 @@ export interface LlamaConfig {
   tieWordEmbeddings: boolean;
   /**
    * q, k, v projection biases. For model_type llama `attention_bias: true` also means an
-   * o_proj bias (HF LlamaAttention), which tensorNames reports as `oBias`; qwen2 has q/k/v
+   * o_proj bias (HF LlamaAttention), which tensorNames (checkpoint.ts) reports as `oBias`; qwen2 has q/k/v
    * biases only.
    */
   attentionBias: boolean;
@@ -49,8 +51,8 @@ export interface LlamaConfig {
   torchDtype: string | null;
 }
 
-export const SUPPORTED_MODEL_TYPES = ['llama', 'mistral', 'qwen2'] as const;
-export type SupportedModelType = (typeof SUPPORTED_MODEL_TYPES)[number];
+/** The families whose config.json rules parseConfig knows (architectures name one: architecture.ts). */
+export type SupportedModelType = 'llama' | 'mistral' | 'qwen2';
 
 function badConfig(message: string): NibbleError {
   return new NibbleError('bad-config', `config.json: ${message}`);
@@ -151,12 +153,12 @@ export function parseConfig(json: unknown, generationConfig?: unknown): LlamaCon
   const gen = isObject(generationConfig) ? generationConfig : {};
 
   const modelType = json.model_type;
-  const supported = SUPPORTED_MODEL_TYPES.join(', ');
-  if (typeof modelType !== 'string' || !(SUPPORTED_MODEL_TYPES as readonly string[]).includes(modelType)) {
+  const arch = typeof modelType === 'string' ? findArchitecture(modelType) : undefined;
+  if (typeof modelType !== 'string' || !arch) {
     const what = given(modelType) ? `model_type ${JSON.stringify(modelType)} is not supported` : 'config.json has no model_type';
-    throw new NibbleError('unsupported-architecture', `${what}; nibble runs: ${supported}`);
+    throw new NibbleError('unsupported-architecture', `${what}; nibble runs: ${architectureNames().join(', ')}`);
   }
-  const family = modelType as SupportedModelType;
+  const family = arch.family;
 
   // The graph is SwiGLU with SiLU; anything else would compute silently wrong numbers.
   const act = json.hidden_act ?? json.hidden_activation;
@@ -222,7 +224,7 @@ export function parseConfig(json: unknown, generationConfig?: unknown): LlamaCon
   const dtype = json.torch_dtype ?? json.dtype;
 
   return {
-    modelType: family,
+    modelType,
     hiddenSize,
     intermediateSize,
     numLayers,
@@ -272,116 +274,4 @@ export function ropeInvFreq(cfg: LlamaConfig): Float32Array {
     out[i] = f;
   }
   return out;
-}
-
-export interface LayerTensorNames {
-  inputNorm: string;
-  q: string;
-  k: string;
-  v: string;
-  o: string;
-  qBias?: string;
-  kBias?: string;
-  vBias?: string;
-  /** Only for model_type llama with attention_bias: true (HF puts a bias on o_proj too). */
-  oBias?: string;
-  postNorm: string;
-  gate: string;
-  up: string;
-  down: string;
-}
-
-export interface TensorNames {
-  embed: string;
-  finalNorm: string;
-  /** null when the head is tied to the embedding. */
-  lmHead: string | null;
-  layers: LayerTensorNames[];
-}
-
-/** The Hugging Face tensor names the graph reads. */
-export function tensorNames(cfg: LlamaConfig): TensorNames {
-  const layers: LayerTensorNames[] = [];
-  for (let i = 0; i < cfg.numLayers; i++) {
-    const p = `model.layers.${i}`;
-    const l: LayerTensorNames = {
-      inputNorm: `${p}.input_layernorm.weight`,
-      q: `${p}.self_attn.q_proj.weight`,
-      k: `${p}.self_attn.k_proj.weight`,
-      v: `${p}.self_attn.v_proj.weight`,
-      o: `${p}.self_attn.o_proj.weight`,
-      postNorm: `${p}.post_attention_layernorm.weight`,
-      gate: `${p}.mlp.gate_proj.weight`,
-      up: `${p}.mlp.up_proj.weight`,
-      down: `${p}.mlp.down_proj.weight`,
-    };
-    if (cfg.attentionBias) {
-      l.qBias = `${p}.self_attn.q_proj.bias`;
-      l.kBias = `${p}.self_attn.k_proj.bias`;
-      l.vBias = `${p}.self_attn.v_proj.bias`;
-      if (cfg.modelType === 'llama') l.oBias = `${p}.self_attn.o_proj.bias`;
-    }
-    layers.push(l);
-  }
-  return {
-    embed: 'model.embed_tokens.weight',
-    finalNorm: 'model.norm.weight',
-    lmHead: cfg.tieWordEmbeddings ? null : 'lm_head.weight',
-    layers,
-  };
-}
-
-/** Every tensor the graph reads → its expected shape (PyTorch Linear layout: [out, in]). */
-export function expectedShapes(cfg: LlamaConfig): Map<string, number[]> {
-  const names = tensorNames(cfg);
-  const h = cfg.hiddenSize;
-  const qDim = cfg.numHeads * cfg.headDim;
-  const kvDim = cfg.numKvHeads * cfg.headDim;
-  const ff = cfg.intermediateSize;
-  const m = new Map<string, number[]>();
-  m.set(names.embed, [cfg.vocabSize, h]);
-  for (const l of names.layers) {
-    m.set(l.inputNorm, [h]);
-    m.set(l.q, [qDim, h]);
-    m.set(l.k, [kvDim, h]);
-    m.set(l.v, [kvDim, h]);
-    m.set(l.o, [h, qDim]);
-    if (l.qBias) m.set(l.qBias, [qDim]);
-    if (l.kBias) m.set(l.kBias, [kvDim]);
-    if (l.vBias) m.set(l.vBias, [kvDim]);
-    if (l.oBias) m.set(l.oBias, [h]);
-    m.set(l.postNorm, [h]);
-    m.set(l.gate, [ff, h]);
-    m.set(l.up, [ff, h]);
-    m.set(l.down, [h, ff]);
-  }
-  m.set(names.finalNorm, [h]);
-  if (names.lmHead) m.set(names.lmHead, [cfg.vocabSize, h]);
-  return m;
-}
-
-const FLOAT_DTYPES = new Set(['F32', 'F16', 'BF16']);
-
-/**
- * Checks that the checkpoint holds every tensor the config implies, with the right shape and
- * a float dtype. Extra tensors are ignored (e.g. an `lm_head.weight` shipped alongside tied
- * embeddings, or rotary caches).
- */
-export function checkTensors(
-  cfg: LlamaConfig,
-  table: ReadonlyMap<string, { dtype: string; shape: readonly number[] }>,
-): void {
-  for (const [name, shape] of expectedShapes(cfg)) {
-    const t = table.get(name);
-    if (!t) throw new NibbleError('missing-tensor', `tensor "${name}" is missing from the checkpoint`);
-    if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
-      throw new NibbleError(
-        'bad-tensor',
-        `tensor "${name}" has shape [${t.shape.join(',')}] but the config implies [${shape.join(',')}]`,
-      );
-    }
-    if (!FLOAT_DTYPES.has(t.dtype)) {
-      throw new NibbleError('bad-tensor', `tensor "${name}" has dtype ${t.dtype}; nibble loads F32, F16 or BF16 weights`);
-    }
-  }
 }

@@ -1,23 +1,25 @@
 import type { LlamaConfig } from './config.ts';
 import { ropeInvFreq } from './config.ts';
+import { architectureOf } from './architecture.ts';
+import { assembleWeights, type LlamaWeights } from './spec.ts';
 import type { TensorInfo } from '../loader/safetensors.ts';
 import type { ModelSource } from '../source/types.ts';
-import { HostMemoryMeter } from '../loader/memory.ts';
-import { loadWeights, type LayerWeightSet, type LoadStats, type WeightLoadOptions } from '../loader/weights.ts';
+import type { HostMemoryMeter } from '../util/host-budget.ts';
+import { loadWeights, type LoadStats, type WeightLoadOptions } from '../loader/weights.ts';
 import type { Op, Runtime, StepShape } from '../kernels/runtime.ts';
-import { chooseMatmulVariant, embedOp, linearOp, MAX_VERIFY_ROWS, type LinearMode, type MatmulReduce, type MatmulVariant } from '../kernels/linear.ts';
-import { attentionOp, attentionPrefillOp, ropeKvOp, ropeTable, swigluOp } from '../kernels/ops.ts';
+import { chooseMatmulVariant, embedOps, linearOps, MAX_VERIFY_ROWS, type LinearMode, type MatmulReduce, type MatmulVariant, type ModelWeight } from '../kernels/linear.ts';
+import { attentionOp, attentionPrefillOp, kvCacheBytes, ropeKvOp, ropeTable, swigluOp } from '../kernels/ops.ts';
 import { argmaxRowsOp } from '../kernels/sample.ts';
-import type { GpuWeight } from '../quant/format.ts';
 import type { QuantPlan } from '../quant/plan.ts';
 
 /**
- * The Llama graph, written once for every weight format:
+ * The Llama graph, written once for every weight format and every architecture that maps onto it
+ * (architecture.ts):
  *   embed → [rmsnorm·qkv, rope+kv-write, attention, o(+residual), rmsnorm·gate·up, swiglu,
  *            down(+residual)] × L → final rmsnorm·LM head (last rows) → argmax
  * q/k/v are fused into one [q|k|v] weight and gate/up into one [gate|up] weight at load, and each
  * RMSNorm runs in the prologue of the matmul that follows it, so a layer is 7 dispatches. Nothing
- * here depends on the weight format: linearOp/embedOp pick kernels. Three op lists share the
+ * here depends on the weight format: linearOp(s)/embedOps pick kernels. Three op lists share the
  * buffers: decode (1 row), verify (≤ verifyRows rows, speculative decoding) and prefill.
  */
 
@@ -39,17 +41,28 @@ export interface ModelLoadOptions extends WeightLoadOptions {
   deferCompile?: boolean;
   /** Matmul lane reduction (default 'auto': chosen for the adapter; tests force each variant). */
   matmul?: MatmulReduce | 'auto';
+  /** KV cache storage: 'f16' halves its bytes (pack2x16float, no shader-f16 needed). */
+  kvCache?: 'f32' | 'f16';
 }
 
-interface LayerWeights extends LayerWeightSet {
+type LayerWeights = LlamaWeights['layers'][number] & {
   k: GPUBuffer; // KV cache of this layer
   v: GPUBuffer;
+};
+
+/** LlamaModel.load's dimensions for these options (the memory preflight sizes the same). */
+export function modelDims(cfg: LlamaConfig, o: { contextLength?: number; maxBatch?: number; maxLogitRows?: number }) {
+  const ctx = Math.max(1, Math.min(o.contextLength ?? Math.min(cfg.maxPositionEmbeddings, 4096), cfg.maxPositionEmbeddings));
+  const maxBatch = Math.max(1, Math.min(o.maxBatch ?? 256, ctx));
+  const maxLogitRows = Math.max(1, Math.min(o.maxLogitRows ?? Math.max(MAX_VERIFY_ROWS + 1, Math.floor((64 << 20) / (cfg.vocabSize * 4))), maxBatch));
+  return { ctx, maxBatch, maxLogitRows };
 }
 
 export class LlamaModel {
   readonly cfg: LlamaConfig;
   readonly rt: Runtime;
-  readonly ctx: number;
+  /** KV cache length in positions. */
+  readonly contextLength: number;
   readonly maxBatch: number;
   readonly maxLogitRows: number;
   /** Token ids of the current pass; slot 0 also receives argmax's choice. */
@@ -76,14 +89,14 @@ export class LlamaModel {
   private constructor(
     rt: Runtime,
     cfg: LlamaConfig,
-    w: { embed: GpuWeight; head: GpuWeight; finalNorm: GPUBuffer; layers: LayerWeights[] },
-    dims: { ctx: number; maxBatch: number; maxLogitRows: number; verifyRows: number; variant: MatmulVariant },
+    w: Omit<LlamaWeights, 'layers'> & { layers: LayerWeights[] },
+    dims: { ctx: number; maxBatch: number; maxLogitRows: number; verifyRows: number; variant: MatmulVariant; kv16: boolean },
     owned: GPUBuffer[],
     stats: { weightBytes: number; matrixBytes: number; weightCount: number; formats: Record<string, number>; host: HostMemoryMeter },
   ) {
     this.rt = rt;
     this.cfg = cfg;
-    this.ctx = dims.ctx;
+    this.contextLength = dims.ctx;
     this.maxBatch = dims.maxBatch;
     this.maxLogitRows = dims.maxLogitRows;
     this.weightBytes = stats.weightBytes;
@@ -110,28 +123,28 @@ export class LlamaModel {
     const cs = rt.upload(ropeTable(ropeInvFreq(cfg), dims.ctx), 'rope_cos_sin');
     this.buffers.push(cs);
 
-    this.opsEmbed = [embedOp(rt, w.embed, this.tokens, h)];
-    const shape = { nHeads: nH, nKvHeads: nKV, headDim: D, ctx: dims.ctx };
+    this.opsEmbed = embedOps(rt, w.embed, this.tokens, h);
+    const shape = { nHeads: nH, nKvHeads: nKV, headDim: D, ctx: dims.ctx, kv16: dims.kv16 };
     const eps = cfg.rmsNormEps;
     const v = dims.variant;
     const modes: LinearMode[] = dims.verifyRows > 1 ? ['decode', 'verify', 'prefill'] : ['decode', 'prefill'];
     for (const mode of modes) {
-      const lin = (wt: GpuWeight, a: Parameters<typeof linearOp>[3], label: string) => linearOp(rt, wt, mode, { ...a, rows: dims.verifyRows }, label, v);
+      const lin = (wt: ModelWeight, a: Parameters<typeof linearOps>[3], label: string) => linearOps(rt, wt, mode, { ...a, rows: dims.verifyRows }, label, v);
       const ops: Op[] = [];
       w.layers.forEach((L, i) => {
         const p = `layer${i}`;
         ops.push(
-          lin(L.qkv, { x: h, y: qkv, bias: L.qkvBias ?? undefined, norm: { weight: L.inputNorm, eps } }, `${p}.qkv`),
+          ...lin(L.qkv, { x: h, y: qkv, bias: L.qkvBias ?? undefined, norm: { weight: L.inputNorm, eps } }, `${p}.qkv`),
           ropeKvOp(rt, { ...shape, qkv, q, k: L.k, v: L.v, cosSin: cs }, `${p}.rope_kv`),
           (mode === 'prefill' ? attentionPrefillOp : attentionOp)(rt, { ...shape, q, out: attn, k: L.k, v: L.v }, `${p}.attention`),
-          lin(L.o, { x: attn, y: h, bias: L.oBias ?? undefined, accumulate: true }, `${p}.o`),
-          lin(L.gateUp, { x: h, y: gu, norm: { weight: L.postNorm, eps } }, `${p}.gate_up`),
+          ...lin(L.o, { x: attn, y: h, bias: L.oBias ?? undefined, accumulate: true }, `${p}.o`),
+          ...lin(L.gateUp, { x: h, y: gu, norm: { weight: L.postNorm, eps } }, `${p}.gate_up`),
           swigluOp(rt, { gateUp: gu, out: act, I }, `${p}.swiglu`),
-          lin(L.down, { x: act, y: h, accumulate: true }, `${p}.down`),
+          ...lin(L.down, { x: act, y: h, accumulate: true }, `${p}.down`),
         );
       });
       this.opsLayers[mode] = ops;
-      this.opsHead[mode] = [lin(w.head, { x: h, y: this.logits, head: true, norm: { weight: w.finalNorm, eps } }, 'lm_head')];
+      this.opsHead[mode] = linearOps(rt, w.head, mode, { x: h, y: this.logits, head: true, norm: { weight: w.finalNorm, eps }, rows: dims.verifyRows }, 'lm_head', v);
     }
     this.verifyRows = dims.verifyRows;
     this.opArgmax = argmaxRowsOp(rt, { logits: this.logits, out: this.tokens, V, rows: () => 1 }, 'argmax');
@@ -166,9 +179,10 @@ export class LlamaModel {
   }
 
   /**
-   * Loads the weights (weight cache, else streamed from the checkpoint and quantized: see
-   * loader/weights.ts), allocates the KV cache and builds the graph. On failure every GPU buffer
-   * made so far is destroyed.
+   * Loads the weights its architecture declares (architecture.ts, spec.ts: split into row parts to
+   * fit the device's binding) through the generic loader (weight cache, else streamed from the
+   * checkpoint and quantized: loader/weights.ts), allocates the KV cache and builds the graph. On
+   * failure every GPU buffer made so far is destroyed.
    */
   static async load(
     rt: Runtime,
@@ -178,26 +192,24 @@ export class LlamaModel {
     plan: QuantPlan,
     opts: ModelLoadOptions = {},
   ): Promise<LlamaModel> {
-    const ctx = Math.max(1, Math.min(opts.contextLength ?? Math.min(cfg.maxPositionEmbeddings, 4096), cfg.maxPositionEmbeddings));
-    const maxBatch = Math.max(1, Math.min(opts.maxBatch ?? 256, ctx));
-    const maxLogitRows = Math.max(
-      1,
-      Math.min(opts.maxLogitRows ?? Math.max(MAX_VERIFY_ROWS + 1, Math.floor((64 << 20) / (cfg.vocabSize * 4))), maxBatch),
-    );
+    const { ctx, maxBatch, maxLogitRows } = modelDims(cfg, opts);
     const verifyRows = Math.max(0, Math.min(opts.verifyRows ?? 0, MAX_VERIFY_ROWS, maxBatch));
     const variant = chooseMatmulVariant(rt.ctx, opts.matmul ?? 'auto');
-    const w = await loadWeights(rt, cfg, source, tensors, plan, opts);
+    const spec = architectureOf(cfg).describeWeights(cfg, tensors, plan, rt.ctx.limits);
+    const w = await loadWeights(rt, spec.all, source, opts);
     const owned = w.owned;
     try {
-      const kvBytes = cfg.numKvHeads * ctx * cfg.headDim * 4;
-      const layers: LayerWeights[] = w.layers.map((L, i) => {
+      const kv16 = opts.kvCache === 'f16';
+      const kvBytes = kvCacheBytes({ nHeads: cfg.numHeads, nKvHeads: cfg.numKvHeads, ctx, headDim: cfg.headDim, kv16 });
+      const weights = assembleWeights(spec, w);
+      const layers: LayerWeights[] = weights.layers.map((L, i) => {
         const k = rt.buffer(kvBytes, `layer${i}.k_cache`);
         owned.push(k);
         const v = rt.buffer(kvBytes, `layer${i}.v_cache`);
         owned.push(v);
         return { ...L, k, v };
       });
-      const model = new LlamaModel(rt, cfg, { embed: w.embed, head: w.head, finalNorm: w.finalNorm, layers }, { ctx, maxBatch, maxLogitRows, verifyRows, variant }, owned, {
+      const model = new LlamaModel(rt, cfg, { ...weights, layers }, { ctx, maxBatch, maxLogitRows, verifyRows, variant, kv16 }, owned, {
         weightBytes: w.weightBytes,
         matrixBytes: w.matrixBytes,
         weightCount: w.weightCount,

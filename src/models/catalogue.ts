@@ -5,16 +5,18 @@
  * (scripts/models-catalogue.mjs) writes them into models.json and README's table from the configs
  * in test/fixtures/configs/, and test/node/models-catalogue.test.ts fails when they are stale.
  *
- * The GPU bytes come from the loader's own sizing: `describeWeights` (src/loader/weights.ts: which
- * 2-D weights the loader builds, fused qkv and gate_up, in which format) and each format's `layout`
+ * The GPU bytes come from the loader's own sizing: `describeWeights` (src/model/spec.ts: which
+ * 2-D weights the model declares and the loader builds, fused qkv and gate_up, in which format) and each format's `layout`
  * (src/quant/*.ts, the geometry its builder allocates), summed by the memory preflight's
  * `estimateGpuMemory` (src/api/preflight.ts), which also sizes the KV cache, activations, logits and
  * load-time staging exactly as `Engine.load` does before it downloads anything.
  */
 import { estimateGpuMemory, modelDims } from '../api/preflight.ts';
 import type { DType, TensorInfo } from '../loader/safetensors.ts';
-import { expectedShapes, parseConfig, type LlamaConfig } from '../model/config.ts';
+import { parseConfig, type LlamaConfig } from '../model/config.ts';
+import { expectedShapes } from '../model/checkpoint.ts';
 import '../quant/formats.ts';
+import { NibbleError } from '../errors.ts';
 
 /** The formats the catalogue sizes (each a whole-model plan: `quant: '<format>'`). */
 export const CATALOGUE_FORMATS = ['f32', 'f16', 'int8', 'nf4', 'nf4-dq'] as const;
@@ -210,7 +212,7 @@ export const README_TABLE_END = '<!-- end of models.json table -->';
 export function replaceReadmeTable(readme: string, table: string): string {
   const a = readme.indexOf(README_TABLE_BEGIN);
   const b = readme.indexOf(README_TABLE_END);
-  if (a < 0 || b < a) throw new Error(`README.md has no "${README_TABLE_BEGIN}" … "${README_TABLE_END}" markers`);
+  if (a < 0 || b < a) throw new NibbleError('not-found', `README.md has no "${README_TABLE_BEGIN}" … "${README_TABLE_END}" markers`);
   return readme.slice(0, a + README_TABLE_BEGIN.length) + '\n' + table + '\n' + readme.slice(b);
 }
 

@@ -5,17 +5,20 @@
  */
 import { createGpuContext, type GpuContext } from '../../src/gpu/context.ts';
 import { Runtime, type Op } from '../../src/kernels/runtime.ts';
-import { chooseMatmulVariant, embedOp, linearOp, type LinearMode, type MatmulChoice } from '../../src/kernels/linear.ts';
+import { chooseMatmulVariant, embedOps, linearOps, type LinearMode, type MatmulChoice, type ModelWeight } from '../../src/kernels/linear.ts';
 import { attentionOp, ropeKvOp, ropeTable, swigluOp } from '../../src/kernels/ops.ts';
-import { getFormat } from '../../src/quant/format.ts';
+import { getFormat, type GpuWeight } from '../../src/quant/format.ts';
 import { argmaxRowsOp } from '../../src/kernels/sample.ts';
 import '../../src/quant/formats.ts';
 import { Engine, type LoadOptions } from '../../src/api/engine.ts';
 import { genApi } from './harness-gen.ts';
 import { loaderApi } from './harness-loader.ts';
-import { attnApi } from './harness-attn.ts';
+import { attnApi, toF16 } from './harness-attn.ts';
+import { f16BitsToF32 } from '../ref/quant.ts';
 import { engineApi } from './harness-engine.ts';
 import { loadApi } from './harness-load.ts';
+import { splitApi } from './harness-split.ts';
+import { variantApi } from './harness-variant.ts';
 
 let ctxPromise: Promise<GpuContext> | null = null;
 async function rt(): Promise<Runtime> {
@@ -47,6 +50,16 @@ function weight(r: Runtime, format: string, W: Arr, rows: number, cols: number, 
     b.write(r0, 'F32', new Uint8Array(all.buffer, r0 * cols * 4, n * cols * 4));
   }
   return b.finish();
+}
+
+/** The weight whole, or (rowStarts given) as a SplitWeight of row parts each built on its own. */
+function modelWeight(r: Runtime, format: string, W: Arr, rows: number, cols: number, rowStarts?: Arr): ModelWeight {
+  if (!rowStarts) return weight(r, format, W, rows, cols);
+  const parts: GpuWeight[] = rowStarts.map((r0, i) => {
+    const r1 = rowStarts[i + 1] ?? rows;
+    return weight(r, format, W.slice(r0 * cols, r1 * cols), r1 - r0, cols);
+  });
+  return { format, rows, cols, parts, rowStarts };
 }
 
 interface QuantJob {
@@ -85,6 +98,8 @@ const api = {
   ...attnApi,
   ...engineApi,
   ...loadApi,
+  ...splitApi,
+  ...variantApi,
   async info() {
     const c = await (ctxPromise ??= createGpuContext());
     return { adapter: c.adapterInfo, features: c.features, maxBuffer: c.limits.maxBufferSize, maxBinding: c.limits.maxStorageBufferBindingSize };
@@ -105,9 +120,11 @@ const api = {
     /** Fused RMSNorm of x (weight g, epsilon). */
     norm?: { g: Arr; eps: number };
     variant?: MatmulChoice;
+    /** Store W as row parts starting at these rows (a SplitWeight). */
+    rowStarts?: Arr;
   }) {
     const r = await rt();
-    const w = weight(r, a.format, a.W, a.N, a.K);
+    const w = modelWeight(r, a.format, a.W, a.N, a.K, a.rowStarts);
     const x = r.upload(f32(a.x), 'x');
     const out = a.headRows ?? a.M;
     const y = r.buffer(out * a.N * 4, 'y');
@@ -122,17 +139,18 @@ const api = {
       norm: a.norm ? { weight: r.upload(f32(a.norm.g), 'g'), eps: a.norm.eps } : undefined,
       rows: a.M,
     };
-    const op = linearOp(r, w, a.mode, args, 'linear', v);
-    await runOps(r, [op], { T: a.M, headRows: out });
+    await runOps(r, linearOps(r, w, a.mode, args, 'linear', v), { T: a.M, headRows: out });
     return readF32(r, y, out * a.N);
   },
 
-  async embed(a: { format: string; table: Arr; V: number; H: number; ids: Arr }) {
+  async embed(a: { format: string; table: Arr; V: number; H: number; ids: Arr; rowStarts?: Arr }) {
     const r = await rt();
-    const w = weight(r, a.format, a.table, a.V, a.H);
+    const w = modelWeight(r, a.format, a.table, a.V, a.H, a.rowStarts);
     const ids = r.upload(new Uint32Array(a.ids), 'ids');
     const out = r.buffer(a.ids.length * a.H * 4, 'out');
-    await runOps(r, [embedOp(r, w, ids, out)], { T: a.ids.length });
+    // non-zero first, so that a row no part writes shows
+    r.device.queue.writeBuffer(out, 0, new Float32Array(a.ids.length * a.H).fill(7));
+    await runOps(r, embedOps(r, w, ids, out), { T: a.ids.length });
     return readF32(r, out, a.ids.length * a.H);
   },
 
@@ -148,27 +166,36 @@ const api = {
     D: number;
     ctx: number;
     invFreq: Arr;
+    /** an f16 cache: kPrev / vPrev are written as f16, k and v come back widened to f32 */
+    kv16?: boolean;
   }) {
     const r = await rt();
     const { NH, NKV, D, ctx, T, pos0 } = a;
+    const el = a.kv16 ? 2 : 4;
     const qkv = r.upload(f32(a.qkv), 'qkv');
     const q = r.buffer(T * NH * D * 4, 'q');
-    const k = r.buffer(NKV * ctx * D * 4, 'k');
-    const v = r.buffer(NKV * ctx * D * 4, 'v');
+    const k = r.buffer(NKV * ctx * D * el, 'k');
+    const v = r.buffer(NKV * ctx * D * el, 'v');
+    const cacheData = (x: Arr) => (a.kv16 ? toF16(f32(x)) : f32(x));
     for (let g = 0; g < NKV; g++) {
       if (pos0 === 0) break;
-      r.device.queue.writeBuffer(k, g * ctx * D * 4, f32(a.kPrev.slice(g * pos0 * D, (g + 1) * pos0 * D)));
-      r.device.queue.writeBuffer(v, g * ctx * D * 4, f32(a.vPrev.slice(g * pos0 * D, (g + 1) * pos0 * D)));
+      r.device.queue.writeBuffer(k, g * ctx * D * el, cacheData(a.kPrev.slice(g * pos0 * D, (g + 1) * pos0 * D)));
+      r.device.queue.writeBuffer(v, g * ctx * D * el, cacheData(a.vPrev.slice(g * pos0 * D, (g + 1) * pos0 * D)));
     }
     const cs = r.upload(ropeTable(f32(a.invFreq), ctx), 'cs');
     const out = r.buffer(T * NH * D * 4, 'out');
-    const shape = { nHeads: NH, nKvHeads: NKV, headDim: D, ctx };
+    const shape = { nHeads: NH, nKvHeads: NKV, headDim: D, ctx, kv16: a.kv16 };
     const ops = [ropeKvOp(r, { ...shape, qkv, q, k, v, cosSin: cs }), attentionOp(r, { ...shape, q, out, k, v })];
     await runOps(r, ops, { T, pos0 });
+    const cache = async (b: GPUBuffer) => {
+      if (!a.kv16) return readF32(r, b, NKV * ctx * D);
+      const h = new Uint16Array(await r.read(b, 0, NKV * ctx * D * 2));
+      return Array.from(h, f16BitsToF32);
+    };
     return {
       q: await readF32(r, q, T * NH * D),
-      k: await readF32(r, k, NKV * ctx * D),
-      v: await readF32(r, v, NKV * ctx * D),
+      k: await cache(k),
+      v: await cache(v),
       out: await readF32(r, out, T * NH * D),
     };
   },

@@ -7,7 +7,7 @@ import { MemoryCache } from '../../src/cache/memory.ts';
 import { DirCache } from '../../src/cache/node-dir.ts';
 import { deleteModel, entryKey, listModels, modelKey, ModelCacheHandle, type EntryManifest } from '../../src/cache/model-cache.ts';
 import type { WeightCache } from '../../src/cache/types.ts';
-import { HostBudget } from '../../src/loader/memory.ts';
+import { HostBudget } from '../../src/util/host-budget.ts';
 
 /**
  * The weight cache without a GPU: the layout (staged .bin, manifest on commit), checksums that

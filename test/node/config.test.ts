@@ -4,14 +4,9 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { NibbleError } from '../../src/errors.ts';
 import { openCheckpoint } from '../../src/loader/safetensors.ts';
-import {
-  checkTensors,
-  expectedShapes,
-  parseConfig,
-  ropeInvFreq,
-  tensorNames,
-  type LlamaConfig,
-} from '../../src/model/config.ts';
+import { parseConfig, ropeInvFreq, type LlamaConfig } from '../../src/model/config.ts';
+import { checkpointTensors, expectedShapes, tensorNames } from '../../src/model/checkpoint.ts';
+import { checkTensors } from '../../src/model/architecture.ts';
 import { FsSource } from '../../src/node/fs-source.ts';
 
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
@@ -251,6 +246,36 @@ describe('tensor names and checkTensors', () => {
       down: 'model.layers.3.mlp.down_proj.weight',
     });
     expect(tensorNames({ ...cfg, tieWordEmbeddings: false }).lmHead).toBe('lm_head.weight');
+  });
+
+  it('checkpointTensors lists every tensor in file order with shape and kind', async () => {
+    const { tensors } = await openCheckpoint(new FsSource(storiesDir));
+    const list = checkpointTensors(cfg);
+    expect(list.map((t) => t.name).sort()).toEqual([...tensors.keys()].sort());
+    for (const t of list) {
+      expect(t.shape).toEqual(tensors.get(t.name)!.shape);
+      expect(t.kind).toBe(t.shape.length === 2 ? 'matrix' : 'vector');
+    }
+    expect(list[0]!.name).toBe('model.embed_tokens.weight');
+    expect(list.slice(1, 6).map((t) => t.name)).toEqual([
+      'model.layers.0.input_layernorm.weight',
+      'model.layers.0.self_attn.q_proj.weight',
+      'model.layers.0.self_attn.k_proj.weight',
+      'model.layers.0.self_attn.v_proj.weight',
+      'model.layers.0.self_attn.o_proj.weight',
+    ]);
+    expect(list[list.length - 1]!.name).toBe('model.norm.weight');
+    // untied: lm_head last; Qwen2-style q/k/v biases right after v_proj, as vectors
+    const qwen = checkpointTensors({ ...cfg, modelType: 'qwen2', attentionBias: true, tieWordEmbeddings: false });
+    expect(qwen[qwen.length - 1]).toEqual({ name: 'lm_head.weight', shape: [cfg.vocabSize, cfg.hiddenSize], kind: 'matrix' });
+    const i = qwen.findIndex((t) => t.name === 'model.layers.0.self_attn.v_proj.weight');
+    expect(qwen.slice(i + 1, i + 5).map((t) => [t.name, t.kind])).toEqual([
+      ['model.layers.0.self_attn.q_proj.bias', 'vector'],
+      ['model.layers.0.self_attn.k_proj.bias', 'vector'],
+      ['model.layers.0.self_attn.v_proj.bias', 'vector'],
+      ['model.layers.0.self_attn.o_proj.weight', 'matrix'],
+    ]);
+    expect(qwen.some((t) => t.name.endsWith('o_proj.bias'))).toBe(false);
   });
 
   it('stories260K checkpoint passes checkTensors', async () => {

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { NibbleError } from '../../src/errors.ts';
-import { HostBudget } from '../../src/loader/memory.ts';
+import { HostBudget } from '../../src/util/host-budget.ts';
 import { parseSafetensorsHeader, type TensorInfo } from '../../src/loader/safetensors.ts';
 import { planReads, streamTensors, type StreamTarget } from '../../src/loader/stream.ts';
 import { safetensorsLayout } from '../../src/node/safetensors-writer.ts';

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { Sha256, sha256Hex } from '../../src/loader/sha256.ts';
+import { Sha256, sha256Hex } from '../../src/util/sha256.ts';
 import { Checksum64 } from '../../src/cache/checksum.ts';
 
 const ref = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');

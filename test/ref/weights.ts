@@ -1,6 +1,7 @@
 import { FsSource } from '../../src/node/fs-source.ts';
 import { openCheckpoint, toF32 } from '../../src/loader/safetensors.ts';
-import { parseConfig, ropeInvFreq, tensorNames, type LlamaConfig } from '../../src/model/config.ts';
+import { parseConfig, ropeInvFreq, type LlamaConfig } from '../../src/model/config.ts';
+import { tensorNames } from '../../src/model/checkpoint.ts';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { RefDims, RefWeights } from './cpu.ts';

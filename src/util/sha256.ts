@@ -6,6 +6,7 @@
  *
  *   const h = new Sha256(); h.update(a); h.update(b); h.hex() === sha256(a ‖ b)
  */
+import { NibbleError } from '../errors.ts';
 
 const K = new Int32Array([
   0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01,
@@ -33,7 +34,7 @@ export class Sha256 {
   }
 
   update(data: Uint8Array): this {
-    if (this.done) throw new Error('Sha256: update() after digest()');
+    if (this.done) throw new NibbleError('bad-argument', 'Sha256: update() after digest()');
     let pos = 0;
     const n = data.length;
     this.length += n;
