@@ -90,7 +90,7 @@ export class FsSource implements ModelSource {
     const full = this.resolve(path);
     try {
       const s = await stat(full);
-      if (!s.isFile()) throw Object.assign(new Error(`${full} is not a file`), { code: 'EISDIR' });
+      if (!s.isFile()) return this.missing(path, { code: 'EISDIR' });
       return s.size;
     } catch (e) {
       return this.missing(path, e);
@@ -103,7 +103,7 @@ export class FsSource implements ModelSource {
     const full = this.resolve(path);
     try {
       const s = await stat(full);
-      if (!s.isFile()) throw Object.assign(new Error(`${full} is not a file`), { code: 'EISDIR' });
+      if (!s.isFile()) return this.missing(path, { code: 'EISDIR' });
       return { size: s.size, lastModified: Math.floor(s.mtimeMs) };
     } catch (e) {
       return this.missing(path, e);

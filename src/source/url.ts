@@ -1,8 +1,9 @@
 /**
  * UrlSource: a model folder served over HTTP(S) at a base URL; file `p` is `${baseUrl}/${p}`.
  *
- * Byte ranges use the `Range` header. No retries here: a failed request is a NibbleError right
- * away (the Hub source layers retries on top).
+ * Byte ranges use the `Range` header. Retries with backoff, stall timeouts and resuming a cut range
+ * from the last byte received are `HttpClient`'s (./fetch.ts), as for HubSource: network errors, 5xx,
+ * 408 and 429 are retried; 404, 401/403 and the other 4xx fail at once.
  *
  * Static hosts with an SPA fallback (Vite, `vite preview`, many app hosts) answer a missing path with
  * their index.html and status 200. An HTML answer (by Content-Type, or by its first bytes) where a
@@ -12,28 +13,18 @@
  */
 import { parseContentRange, parseLength, discard } from './http.ts';
 import { NibbleError } from '../errors.ts';
+import { aborted, HttpClient, statusFailure, type FetchStats, type ReadHooks, type RetryOptions } from './fetch.ts';
 import { parseEtag, type FileMetadata, type ModelSource } from './types.ts';
 
-export interface UrlSourceOptions {
+export interface UrlSourceOptions extends RetryOptions {
   /** fetch implementation (default: globalThis.fetch), e.g. for tests or auth wrappers. */
   fetch?: typeof fetch;
   /** Headers sent with every request, e.g. `{ Authorization: 'Bearer hf_...' }`. */
   headers?: Record<string, string>;
 }
 
-/**
- * When a server ignores `Range` and answers 200 with the whole file, we only accept it if the
- * whole body is not much bigger than what was asked for; otherwise a 4-byte read of a 5 GB
- * shard would pull the whole shard into memory.
- */
-const MAX_UNRANGED_OVERREAD = 64 * 1024 * 1024;
-
-function abortError(signal: AbortSignal | undefined, what: string): NibbleError {
-  return new NibbleError('aborted', `${what}: aborted`, { cause: signal?.reason });
-}
-
 function throwIfAborted(signal: AbortSignal | undefined, what: string): void {
-  if (signal?.aborted) throw abortError(signal, what);
+  if (signal?.aborted) throw aborted(signal, what);
 }
 
 /** Whether `path` names an HTML file (the only files an HTML answer is right for). */
@@ -65,7 +56,7 @@ export class UrlSource implements ModelSource {
   readonly description: string;
   readonly cacheId: string;
   private readonly base: string;
-  private readonly fetchFn: typeof fetch;
+  private readonly http: HttpClient;
   private readonly headers: Record<string, string>;
   /** Paths whose HEAD came without a Content-Type (exists() then looks at their first bytes). */
   private readonly untyped = new Set<string>();
@@ -74,9 +65,13 @@ export class UrlSource implements ModelSource {
     this.base = baseUrl.replace(/\/+$/, '');
     this.description = this.base;
     this.cacheId = `url:${this.base}`;
-    // Bind: calling an unbound `fetch` with another `this` throws "Illegal invocation" in browsers.
-    this.fetchFn = opts.fetch ?? ((input, init) => globalThis.fetch(input, init));
+    this.http = new HttpClient(opts);
     this.headers = { ...(opts.headers ?? {}) };
+  }
+
+  /** Requests, retries, resumes and bytes so far. */
+  get stats(): FetchStats {
+    return this.http.stats;
   }
 
   /** The URL of a file; each path segment is percent-encoded, `/` separators kept. */
@@ -85,35 +80,44 @@ export class UrlSource implements ModelSource {
     return `${this.base}/${clean.split('/').map(encodeURIComponent).join('/')}`;
   }
 
-  /** One HTTP request; fetch failures become NibbleError 'network' / 'aborted'. Status is not checked. */
-  private async request(
+  /**
+   * One request, retried while it fails transiently (network errors, stalls, 5xx, 408, 429); the
+   * response that ends the retries (ok, or a status `use` does not retry) goes to `use`, whose body
+   * reads stay under the request's stall watchdog.
+   */
+  private request<T>(
     path: string,
     method: 'GET' | 'HEAD',
     extra: Record<string, string>,
     signal: AbortSignal | undefined,
-  ): Promise<Response> {
+    use: (res: Response, body: () => Promise<Uint8Array>) => Promise<T>,
+  ): Promise<T> {
     const url = this.url(path);
+    const what = `${method} ${url}`;
     throwIfAborted(signal, url);
-    try {
-      return await this.fetchFn(url, { method, headers: { ...this.headers, ...extra }, signal });
-    } catch (e) {
-      if (signal?.aborted) throw abortError(signal, url);
-      throw new NibbleError('network', `${method} ${url} failed: ${(e as Error)?.message ?? String(e)}`, { cause: e });
-    }
+    return this.http.retry(what, signal, () =>
+      this.http.exchange(url, { method, headers: { ...this.headers, ...extra } }, what, signal, (res, dog) => {
+        if (!res.ok && retriedStatus(res.status)) throw statusFailure(res, method, url);
+        return use(res, () => this.http.body(res, dog, what, signal));
+      }),
+    );
   }
 
   /** Maps a non-ok status to the matching NibbleError (and releases the body). */
   private statusError(res: Response, path: string, method: string): NibbleError {
-    discard(res);
     const url = this.url(path);
-    if (res.status === 404) return new NibbleError('not-found', `file ${path} not found at ${this.base}`);
+    if (res.status === 404) {
+      discard(res);
+      return new NibbleError('not-found', `file ${path} not found at ${this.base}`);
+    }
     if (res.status === 401 || res.status === 403) {
+      discard(res);
       return new NibbleError(
         'unauthorized',
         `HTTP ${res.status} for ${url}: the model is gated or private: pass a token (or check that it has access)`,
       );
     }
-    return new NibbleError('network', `HTTP ${res.status}${res.statusText ? ' ' + res.statusText : ''} for ${method} ${url}`);
+    return statusFailure(res, method, url);
   }
 
   /** The error for an HTML page answered where `path` was asked for (a static host's SPA fallback). */
@@ -138,22 +142,20 @@ export class UrlSource implements ModelSource {
     if (!wantsHtml(path) && looksLikeHtml(bytes)) throw this.htmlError(path, 'its body starts with an HTML tag');
   }
 
-  /** Reads a whole body; a dropped connection mid-body becomes 'network' / 'aborted'. */
-  private async body(res: Response, path: string, signal: AbortSignal | undefined): Promise<Uint8Array> {
-    try {
-      return new Uint8Array(await res.arrayBuffer());
-    } catch (e) {
-      const url = this.url(path);
-      if (signal?.aborted) throw abortError(signal, url);
-      throw new NibbleError('network', `reading ${url} failed: ${(e as Error)?.message ?? String(e)}`, { cause: e });
-    }
+  /** A read's URL, headers, status errors and HTML check, for HttpClient's reads. */
+  private hooks(path: string): ReadHooks {
+    const url = this.url(path);
+    return {
+      url: () => url,
+      headers: (_url, extra) => ({ ...this.headers, ...extra }),
+      fail: (res) => this.statusError(res, path, 'GET'),
+      accept: (res) => this.checkNotHtml(res, path),
+    };
   }
 
   async text(path: string, signal?: AbortSignal): Promise<string> {
-    const res = await this.request(path, 'GET', {}, signal);
-    if (!res.ok) throw this.statusError(res, path, 'GET');
-    this.checkNotHtml(res, path);
-    const bytes = await this.body(res, path, signal);
+    throwIfAborted(signal, this.url(path));
+    const bytes = await this.http.readFile(`GET ${this.url(path)}`, this.hooks(path), signal);
     this.sniffHtml(bytes, path);
     return new TextDecoder().decode(bytes);
   }
@@ -172,10 +174,12 @@ export class UrlSource implements ModelSource {
 
   /** Size, ETag and Last-Modified from a HEAD (falls back to size() when HEAD gives no length). */
   async metadata(path: string, signal?: AbortSignal): Promise<FileMetadata> {
-    const head = await this.request(path, 'HEAD', {}, signal);
-    if (!head.ok && (head.status === 404 || head.status === 401 || head.status === 403)) throw this.statusError(head, path, 'HEAD');
-    this.checkNotHtml(head, path);
-    discard(head);
+    const head = await this.request(path, 'HEAD', {}, signal, async (res) => {
+      if (!res.ok && (res.status === 404 || res.status === 401 || res.status === 403)) throw this.statusError(res, path, 'HEAD');
+      this.checkNotHtml(res, path);
+      discard(res);
+      return res;
+    });
     const len = head.ok ? parseLength(head.headers.get('content-length')) : null;
     const size = len ?? (await this.size(path, signal));
     const lm = head.ok ? Date.parse(head.headers.get('last-modified') ?? '') : NaN;
@@ -187,87 +191,50 @@ export class UrlSource implements ModelSource {
   }
 
   async size(path: string, signal?: AbortSignal): Promise<number> {
-    const head = await this.request(path, 'HEAD', {}, signal);
-    this.checkNotHtml(head, path);
-    if (head.ok && !head.headers.get('content-type')) this.untyped.add(path);
-    if (head.ok) {
-      const len = parseLength(head.headers.get('content-length'));
-      if (len !== null) return len;
-    } else if (head.status === 404 || head.status === 401 || head.status === 403) {
-      throw this.statusError(head, path, 'HEAD');
-    }
-    // No usable HEAD (method not allowed, or no Content-Length): ask for one byte and read
-    // the total from Content-Range.
-    const res = await this.request(path, 'GET', { Range: 'bytes=0-0' }, signal);
-    this.checkNotHtml(res, path);
-    if (res.status === 206 || res.status === 416) {
-      // 416 is what a server answers for an empty file (`Content-Range: bytes */0`).
-      const cr = parseContentRange(res.headers.get('content-range'));
-      discard(res);
-      if (cr && Number.isSafeInteger(cr.total)) return cr.total;
-      throw new NibbleError('network', `${this.url(path)}: cannot tell the file size (no Content-Length or Content-Range)`);
-    }
-    if (res.ok) {
+    const len = await this.request(path, 'HEAD', {}, signal, async (head) => {
+      this.checkNotHtml(head, path);
+      discard(head);
+      if (head.ok && !head.headers.get('content-type')) this.untyped.add(path);
+      if (head.ok) return parseLength(head.headers.get('content-length'));
+      if (head.status === 404 || head.status === 401 || head.status === 403) throw this.statusError(head, path, 'HEAD');
+      return null;
+    });
+    return len ?? this.sizeByRange(path, signal);
+  }
+
+  /** No usable HEAD (method not allowed, or no Content-Length): ask for one byte and read the total from Content-Range. */
+  private sizeByRange(path: string, signal: AbortSignal | undefined): Promise<number> {
+    return this.request(path, 'GET', { Range: 'bytes=0-0' }, signal, async (res, body) => {
+      this.checkNotHtml(res, path);
+      if (res.status === 206 || res.status === 416) {
+        // 416 is what a server answers for an empty file (`Content-Range: bytes */0`).
+        const cr = parseContentRange(res.headers.get('content-range'));
+        discard(res);
+        if (cr && Number.isSafeInteger(cr.total)) return cr.total;
+        throw new NibbleError('network', `${this.url(path)}: cannot tell the file size (no Content-Length or Content-Range)`);
+      }
+      if (!res.ok) throw this.statusError(res, path, 'GET');
       // Range ignored: the 200 body is the whole file.
       const len = parseLength(res.headers.get('content-length'));
-      if (len !== null) {
-        discard(res);
-        return len;
-      }
-      return (await this.body(res, path, signal)).length;
-    }
-    throw this.statusError(res, path, 'GET');
+      if (len === null) return (await body()).length;
+      discard(res);
+      return len;
+    });
   }
 
   async range(path: string, start: number, end: number, signal?: AbortSignal): Promise<Uint8Array> {
     if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end < start) {
       throw new NibbleError('bad-argument', `range(${path}, ${start}, ${end}): need integers 0 <= start <= end`);
     }
-    const want = end - start;
-    if (want === 0) {
-      throwIfAborted(signal, this.url(path));
-      return new Uint8Array(0);
-    }
-    const url = this.url(path);
-    const res = await this.request(path, 'GET', { Range: `bytes=${start}-${end - 1}` }, signal);
-    this.checkNotHtml(res, path);
-    let bytes: Uint8Array;
-    if (res.status === 206) {
-      const cr = parseContentRange(res.headers.get('content-range'));
-      if (cr && Number.isFinite(cr.start) && cr.start !== start) {
-        discard(res);
-        throw new NibbleError('network', `${url}: asked for bytes from ${start} but the server sent from ${cr.start}`);
-      }
-      bytes = await this.body(res, path, signal);
-    } else if (res.status === 200) {
-      // The server ignored Range and is sending the whole file: take our slice of it.
-      const total = parseLength(res.headers.get('content-length'));
-      if (total !== null && total - want > MAX_UNRANGED_OVERREAD) {
-        discard(res);
-        throw new NibbleError(
-          'network',
-          `${url}: the server ignored the Range header and would send the whole ${total}-byte file for a ${want}-byte read`,
-        );
-      }
-      const whole = await this.body(res, path, signal);
-      this.sniffHtml(whole, path);
-      if (total !== null && whole.length !== total) {
-        throw new NibbleError('network', `${url}: body cut short: got ${whole.length} of ${total} bytes`);
-      }
-      if (whole.length < end) {
-        throw new NibbleError('network', `${url}: body cut short: got ${Math.max(0, whole.length - start)} of ${want} bytes`);
-      }
-      bytes = whole.subarray(start, end);
-    } else {
-      throw this.statusError(res, path, 'GET');
-    }
-    if (bytes.length < want) {
-      throw new NibbleError('network', `${url}: range ${start}-${end - 1}: body cut short: got ${bytes.length} of ${want} bytes`);
-    }
-    if (bytes.length > want) {
-      throw new NibbleError('network', `${url}: range ${start}-${end - 1}: body too long: got ${bytes.length} of ${want} bytes`);
-    }
+    throwIfAborted(signal, this.url(path));
+    if (end === start) return new Uint8Array(0);
+    const bytes = await this.http.readRange(`GET ${this.url(path)} [${start}, ${end})`, start, end, this.hooks(path), signal);
     if (start === 0) this.sniffHtml(bytes, path);
     return bytes;
   }
+}
+
+/** Statuses a request retries (the transient ones of `statusFailure`; a HEAD's 501 falls back to a GET). */
+function retriedStatus(s: number): boolean {
+  return (s >= 500 && s !== 501) || s === 408 || s === 429;
 }

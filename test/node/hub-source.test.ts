@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { NibbleError } from '../../src/errors.ts';
-import { HostBudget } from '../../src/loader/memory.ts';
+import { HostBudget } from '../../src/util/host-budget.ts';
 import { openCheckpoint } from '../../src/loader/safetensors.ts';
 import { streamTensors } from '../../src/loader/stream.ts';
 import { startHubServer, type HubServer } from '../../src/node/hub-server.ts';

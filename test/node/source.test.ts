@@ -33,13 +33,22 @@ async function errorOf(fn: () => Promise<unknown>, code: string): Promise<string
  *   /nohead/F   answers HEAD with 405
  *   /gated/F    401
  *   /broken/F   500
+ * and, for the retries, faults on the first GET of each file only (later requests are served plainly):
+ *   /cut/F      sends the headers (full Content-Length) and half the body, then closes the connection
+ *   /busy/F     503 with Retry-After: 0
+ *   /stall/F    sends half the body, then nothing (the connection stays open)
+ *   /cutwhole/F ignores Range (200, whole file) on every GET, and cuts the first one after 300 bytes
+ *   /shifted/F  answers a range with 206 from one byte later than asked (a wrong Content-Range)
  */
+const MODES = ['short', 'norange', 'nohead', 'gated', 'broken', 'cut', 'busy', 'stall', 'cutwhole', 'shifted'];
+
 function startServer(root: string): Promise<{ server: Server; base: string; hits: string[] }> {
   const hits: string[] = [];
+  const faulted = new Set<string>(); // mode/file pairs whose first GET had its fault
   const server = createServer(async (req, res) => {
     const url = new URL(req.url ?? '/', 'http://x');
     const parts = decodeURIComponent(url.pathname).split('/').filter(Boolean);
-    const mode = ['short', 'norange', 'nohead', 'gated', 'broken'].includes(parts[0] ?? '') ? parts.shift()! : 'plain';
+    const mode = MODES.includes(parts[0] ?? '') ? parts.shift()! : 'plain';
     hits.push(`${req.method} ${mode} ${parts.join('/')} ${req.headers.range ?? ''}`);
     if (mode === 'gated') return res.writeHead(401).end('unauthorized');
     if (mode === 'broken') return res.writeHead(500).end('oops');
@@ -50,23 +59,31 @@ function startServer(root: string): Promise<{ server: Server; base: string; hits
     } catch {
       return res.writeHead(404).end('not found');
     }
+    const key = `${mode}/${parts.join('/')}`;
+    const fault = req.method === 'GET' && !faulted.has(key) && ['cut', 'busy', 'stall', 'cutwhole'].includes(mode);
+    if (fault) faulted.add(key);
+    if (fault && mode === 'busy') return res.writeHead(503, { 'Retry-After': '0' }).end('busy');
     const m = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? '');
-    if (m && mode !== 'norange') {
-      const start = Number(m[1]);
+    let status = 200;
+    let body = data;
+    const headers: Record<string, string | number> = {};
+    if (m && mode !== 'norange' && mode !== 'cutwhole') {
+      const start = Number(m[1]) + (mode === 'shifted' ? 1 : 0);
       const end = Math.min(Number(m[2]), data.length - 1);
       if (start >= data.length) {
         return res.writeHead(416, { 'Content-Range': `bytes */${data.length}` }).end();
       }
-      let body = data.subarray(start, end + 1);
+      body = data.subarray(start, end + 1);
       if (mode === 'short') body = body.subarray(0, Math.floor(body.length / 2));
-      res.writeHead(206, {
-        'Content-Range': `bytes ${start}-${start + body.length - 1}/${data.length}`,
-        'Content-Length': body.length,
-      });
-      return res.end(req.method === 'HEAD' ? undefined : body);
+      status = 206;
+      headers['Content-Range'] = `bytes ${start}-${start + body.length - 1}/${data.length}`;
     }
-    res.writeHead(200, { 'Content-Length': data.length });
-    res.end(req.method === 'HEAD' ? undefined : data);
+    res.writeHead(status, { ...headers, 'Content-Length': body.length });
+    if (req.method === 'HEAD') return res.end();
+    if (!fault) return res.end(body);
+    // the connection breaks (cut) or goes quiet (stall) part-way through the body
+    res.write(body.subarray(0, mode === 'cutwhole' ? 300 : Math.floor(body.length / 2)));
+    if (mode !== 'stall') setTimeout(() => res.socket?.destroy(), 20);
   });
   return new Promise((resolve) =>
     server.listen(0, '127.0.0.1', () => {
@@ -135,6 +152,76 @@ describe('UrlSource', () => {
     expect(msg).toContain(`${base}/short/data.bin`);
   });
 
+  it('retries a cut connection and resumes the range from the last byte received', async () => {
+    const src = new UrlSource(`${base}/cut`, { retryDelayMs: 1 });
+    hits.length = 0;
+    expect(Array.from(await src.range('data.bin', 100, 900))).toEqual(Array.from(content.subarray(100, 900)));
+    // the first GET delivered 400 bytes before the cut; the retry asks only for the rest
+    expect(hits).toEqual(['GET cut data.bin bytes=100-899', 'GET cut data.bin bytes=500-899']);
+    expect(src.stats).toMatchObject({ retries: 1, resumes: 1, requests: 2 });
+    // a whole-file read (no length to resume against) starts again from byte 0
+    const again = new UrlSource(`${base}/cut`, { retryDelayMs: 1 });
+    hits.length = 0;
+    expect(await again.text('config.json')).toBe('{"model_type":"llama"}');
+    expect(hits).toEqual(['GET cut config.json ', 'GET cut config.json ']);
+  });
+
+  it('retries a 503 (Retry-After) and gives the right bytes', async () => {
+    const src = new UrlSource(`${base}/busy`, { retryDelayMs: 10_000 }); // Retry-After: 0 overrides the backoff
+    hits.length = 0;
+    const t0 = performance.now();
+    expect(Array.from(await src.range('data.bin', 0, 10))).toEqual(Array.from(content.subarray(0, 10)));
+    expect(performance.now() - t0).toBeLessThan(5_000);
+    expect(hits).toEqual(['GET busy data.bin bytes=0-9', 'GET busy data.bin bytes=0-9']);
+    expect(src.stats.retries).toBe(1);
+  });
+
+  it('waits as long as a 429 Retry-After says', async () => {
+    let calls = 0;
+    const fake: typeof fetch = async () =>
+      ++calls === 1
+        ? new Response('slow down', { status: 429, headers: { 'Retry-After': '1' } })
+        : new Response(new Uint8Array([1, 2, 3, 4]), { status: 206, headers: { 'Content-Range': 'bytes 0-3/4' } });
+    const src = new UrlSource('https://host/m', { fetch: fake, retryDelayMs: 1 });
+    const t0 = performance.now();
+    expect(Array.from(await src.range('f', 0, 4))).toEqual([1, 2, 3, 4]);
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(900);
+    expect(calls).toBe(2);
+  });
+
+  it('does not retry a 404, a 401 or a wrong Content-Range', async () => {
+    for (const [src, code] of [
+      [new UrlSource(base, { retryDelayMs: 1 }), 'not-found'],
+      [new UrlSource(`${base}/gated`, { retryDelayMs: 1 }), 'unauthorized'],
+    ] as const) {
+      hits.length = 0;
+      await errorOf(() => src.range('missing.bin', 0, 4), code);
+      expect(hits.length).toBe(1);
+      expect(src.stats.retries).toBe(0);
+    }
+    const shifted = new UrlSource(`${base}/shifted`, { retryDelayMs: 1 });
+    hits.length = 0;
+    expect(await errorOf(() => shifted.range('data.bin', 10, 20), 'network')).toMatch(/asked for bytes from 10 but the server sent from 11/);
+    expect(hits.length).toBe(1);
+  });
+
+  it('a 200 answering a resumed Range request is the whole file: the bytes before the offset are dropped, not appended', async () => {
+    const src = new UrlSource(`${base}/cutwhole`, { retryDelayMs: 1 });
+    hits.length = 0;
+    // first GET: 200 with the whole file, cut after 300 bytes (200 of them wanted); the retry asks
+    // for bytes=300-599 and again gets a 200 from byte 0
+    expect(Array.from(await src.range('data.bin', 100, 600))).toEqual(Array.from(content.subarray(100, 600)));
+    expect(hits).toEqual(['GET cutwhole data.bin bytes=100-599', 'GET cutwhole data.bin bytes=300-599']);
+    expect(src.stats.resumes).toBe(1);
+  });
+
+  it('a stalled body is aborted after stallTimeoutMs and resumed', async () => {
+    const src = new UrlSource(`${base}/stall`, { retryDelayMs: 1, stallTimeoutMs: 200 });
+    hits.length = 0;
+    expect(Array.from(await src.range('data.bin', 0, 1000))).toEqual(Array.from(content));
+    expect(hits).toEqual(['GET stall data.bin bytes=0-999', 'GET stall data.bin bytes=500-999']);
+  });
+
   it('maps 404, 401 and 500', async () => {
     const src = new UrlSource(base);
     expect(await errorOf(() => src.text('missing.json'), 'not-found')).toBe(`file missing.json not found at ${base}`);
@@ -142,15 +229,15 @@ describe('UrlSource', () => {
     const gated = new UrlSource(`${base}/gated`);
     expect(await errorOf(() => gated.text('config.json'), 'unauthorized')).toMatch(/gated or private: pass a token/);
     expect(await errorOf(() => gated.exists('config.json'), 'unauthorized')).toMatch(/401/);
-    const broken = new UrlSource(`${base}/broken`);
+    const broken = new UrlSource(`${base}/broken`, { retryDelayMs: 1, retries: 2 });
     expect(await errorOf(() => broken.range('data.bin', 0, 4), 'network')).toMatch(
-      new RegExp(`HTTP 500.*${base}/broken/data.bin`),
+      new RegExp(`HTTP 500.*${base}/broken/data.bin.*gave up after 3 attempts`),
     );
   });
 
   it('wraps fetch rejections as network errors with the cause', async () => {
     const cause = new TypeError('fetch failed');
-    const src = new UrlSource('http://example.invalid', { fetch: () => Promise.reject(cause) });
+    const src = new UrlSource('http://example.invalid', { fetch: () => Promise.reject(cause), retryDelayMs: 1 });
     try {
       await src.size('x');
       throw new Error('unreachable');

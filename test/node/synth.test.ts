@@ -151,6 +151,9 @@ describe('synth', () => {
     const a = join(tmp, 'a', 'model.safetensors');
     const b = await smol('b');
     expect(sha(join(b.out, 'model.safetensors'))).toBe(sha(a));
+    // the bytes are pinned: the bench's .cache/synth/ and the loader tests rely on them staying put
+    // for the same shape and seed; a deliberate change must bump GENERATOR_VERSION in synth.ts
+    expect(sha(a)).toBe('2e4472298d098ca84c6750c8e8698c2b4970e763e54fb82a77525d973e88e66b');
     const c = await smol('c', { seed: 7 });
     const name = 'model.layers.0.mlp.up_proj.weight';
     expect(tensorBytes(join(c.out, 'model.safetensors'), name).equals(tensorBytes(a, name))).toBe(false);
@@ -224,6 +227,7 @@ describe('synth', () => {
     expect(b.std).toBeLessThan(0.02);
     const cfg = JSON.parse(readFileSync(join(r.out, 'config.json'), 'utf8'));
     expect(cfg).toMatchObject({ model_type: 'qwen2', rms_norm_eps: 1e-6, rope_theta: 1000000, max_position_embeddings: 32768, num_hidden_layers: 1 });
+    expect(sha(join(r.out, 'model.safetensors'))).toBe('9d395fb84480a5c7ff5206970ade8d0df95d8557a2b109ba7dcb4c6817607ed8'); // pinned, as above
     rmSync(r.out, { recursive: true });
   });
 
