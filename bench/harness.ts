@@ -1,9 +1,10 @@
 import type { FormatName } from '../src/quant/plan.ts';
-import { RuntimeHost, type HostEvent } from '../src/node/host.ts';
+import { RuntimeHost, type HostEvent, type HostOptions, type RuntimeName } from '../src/node/host.ts';
+import type { BenchPeerRow, BenchPeerSkip } from './peer/wllama.ts';
 import type { GpuMode } from '../src/node/browser.ts';
-import type { EngineInfo, GenerateResult, LoadOptions } from '../src/api/engine.ts';
+import type { EngineInfo, GenerateResult } from '../src/api/engine.ts';
 import type { LoadProgress } from '../src/model/llama.ts';
-import type { ProbeJobResult, ProfileJobResult } from '../src/runner.ts';
+import type { JobLoadOptions } from '../src/runner.ts';
 import type { KernelProfile, RooflineVariant } from '../src/kernels/probe.ts';
 import { NibbleError } from '../src/errors.ts';
 
@@ -34,8 +35,12 @@ export interface BenchOptions {
   /** Prompt lengths of the prefill measurements (default [64, 512]; a length the context cannot hold gives null). */
   prefillLengths?: readonly number[];
   gpu?: GpuMode;
+  /** The runtime hosting the engine (default chromium). */
+  runtime?: RuntimeName;
   /** Force a matmul kernel variant (LoadOptions.matmul; default: chosen for the adapter). */
   matmul?: 'auto' | 'subgroup' | 'workgroup' | 'row';
+  /** KV cache storage (LoadOptions.kvCache; default f32). */
+  kvCache?: 'f32' | 'f16';
   contextLength?: number;
   hubEndpoint?: string;
   token?: string;
@@ -51,6 +56,15 @@ export interface BenchOptions {
   progress?: (line: string) => void;
   /** Each record as soon as it is measured (probe, row, profile). */
   onRecord?: (r: BenchRecord) => void;
+  /**
+   * A peer engine in the same runtime (`--peer wllama`, bench/peer/wllama.ts): the host gets its
+   * extra folders and cross-origin isolation, and `run` measures it after nibble's rows, before the
+   * host closes. Its records go to `onRecord` and the report's `peers`.
+   */
+  peer?: {
+    host: Pick<HostOptions, 'mounts' | 'crossOriginIsolated'>;
+    run: (host: RuntimeHost, nibble: readonly BenchRow[], emit: (r: BenchPeerRow | BenchPeerSkip) => void) => Promise<void>;
+  };
 }
 
 export interface BenchProbe {
@@ -65,6 +79,8 @@ export interface BenchProbe {
 
 export interface BenchRow {
   type: 'row';
+  /** The engine that ran (peer rows, bench/peer/, carry theirs). */
+  engine: 'nibble';
   model: string;
   format: string;
   adapter: string;
@@ -121,13 +137,15 @@ export interface BenchProfile {
   kernels?: KernelProfile[];
 }
 
-export type BenchRecord = BenchProbe | BenchRow | BenchProfile;
+export type BenchRecord = BenchProbe | BenchRow | BenchProfile | BenchPeerRow | BenchPeerSkip;
 
 export interface BenchReport {
   date: string;
   probe: BenchProbe;
   rows: BenchRow[];
   profiles: BenchProfile[];
+  /** With a peer (`--peer`): its rows and skipped backends. */
+  peers?: (BenchPeerRow | BenchPeerSkip)[];
 }
 
 const median = (a: number[]) => {
@@ -163,13 +181,13 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   const emit = (r: BenchRecord) => o.onRecord?.(r);
   const label = o.label ?? o.model;
   const prefillLengths = o.prefillLengths ?? [64, 512];
-  const host = await RuntimeHost.start({ gpu: o.gpu });
+  const host = await RuntimeHost.start({ gpu: o.gpu, runtime: o.runtime, ...o.peer?.host });
   const rows: BenchRow[] = [];
   const profiles: BenchProfile[] = [];
   try {
     const url = host.modelUrl(o.model);
     say(`bench: roofline probe (streaming read of ${(Math.min(o.probeBytes ?? 256 * 2 ** 20, 2 ** 40) / 2 ** 20).toFixed(0)} MiB)`);
-    const p = await host.run<ProbeJobResult>({ kind: 'probe', bytes: o.probeBytes });
+    const p = await host.run({ kind: 'probe', bytes: o.probeBytes });
     const probe: BenchProbe = { type: 'probe', adapter: p.adapter, rooflineGBps: p.gbps, bytes: p.bytes, timer: p.timer, variants: p.variants };
     say(`bench: roofline ${p.gbps.toFixed(2)} GB/s on ${p.adapter} (${p.timer})`);
     emit(probe);
@@ -189,18 +207,19 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         say(`bench: ${tag}: loading ${pr.phase} ${pct}% (${pr.tensorsDone}/${pr.tensorsTotal} tensors)`);
       });
       const wantCtx = o.contextLength ?? Math.max(...prefillLengths, o.promptTokens + o.newTokens + 8);
-      const load: LoadOptions = {
+      const load: JobLoadOptions = {
         quant,
         contextLength: wantCtx,
         hubEndpoint: o.hubEndpoint,
         token: o.token,
         cache: false, // the runtime's browser profile is temporary: a stored cache entry would be thrown away
         ...(o.matmul ? { matmul: o.matmul } : {}),
+        ...(o.kvCache ? { kvCache: o.kvCache } : {}),
         ...(draft ? { draft: { quant: draft.quant, tokens: draft.tokens } } : {}),
       };
       let info: EngineInfo;
       try {
-        info = await host.run<EngineInfo>({ kind: 'load', model: url, load });
+        info = await host.run({ kind: 'load', model: url, load });
       } finally {
         off();
       }
@@ -216,7 +235,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       let cachedMax = 0;
       const gen = async (n: number, maxNewTokens: number): Promise<GenerateResult> => {
         const promptIds = uncachedPrompt(promptNo++, n, cfg.vocabSize);
-        const r = await host.run<GenerateResult>({ kind: 'generate', prompt: '', promptIds, maxNewTokens, stream: false, ignoreEos: true });
+        const r = await host.run({ kind: 'generate', prompt: '', promptIds, maxNewTokens, stream: false, ignoreEos: true });
         return r;
       };
       say(`bench: ${tag}: warm-up (${o.promptTokens} + ${o.newTokens} tokens)`);
@@ -224,7 +243,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
 
       const prefill = new Map<number, number | null>();
       for (const n of prefillLengths) {
-        if (n > info.contextLength) {
+        if (n >= info.contextLength) {
+          // a prompt that fills the context leaves no room for the token: the engine generates none
           say(`bench: ${tag}: prefill ${n}: skipped (context ${info.contextLength})`);
           prefill.set(n, null);
           continue;
@@ -256,11 +276,12 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       const decodeTps = median(decode);
       // decode steps run at positions P .. P+n−2, each reading pos+1 keys and values: mean P + n/2
       const positions = o.promptTokens + o.newTokens / 2;
-      const kvBytes = cfg.numLayers * 2 * cfg.numKvHeads * cfg.headDim * 4 * positions;
+      const kvBytes = cfg.numLayers * 2 * cfg.numKvHeads * cfg.headDim * (info.kvCache === 'f16' ? 2 : 4) * positions;
       const decodeGBps = ((info.weightBytes + kvBytes) * decodeTps) / 1e9;
       const p64 = prefill.get(64) ?? null;
       const row: BenchRow = {
         type: 'row',
+        engine: 'nibble',
         model: label,
         format: quant,
         adapter: info.adapter.summary,
@@ -294,7 +315,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
 
       if (o.profile) {
         say(`bench: ${tag}: profile (${o.newTokens} decode steps, one timed pass per op${draft ? '; speculative: per pass, draft and verify' : ''})`);
-        const pr = await host.run<ProfileJobResult>({ kind: 'profile', promptIds: uncachedPrompt(promptNo++, o.promptTokens, cfg.vocabSize), maxNewTokens: o.newTokens, speculative: draft !== null });
+        const pr = await host.run({ kind: 'profile', promptIds: uncachedPrompt(promptNo++, o.promptTokens, cfg.vocabSize), maxNewTokens: o.newTokens, speculative: draft !== null });
         const prof: BenchProfile = pr.available
           ? {
               type: 'profile',
@@ -330,7 +351,14 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         emit(spec);
       }
     }
-    return { date: new Date().toISOString(), probe, rows, profiles };
+    const peers: (BenchPeerRow | BenchPeerSkip)[] = [];
+    if (o.peer) {
+      await o.peer.run(host, rows, (r) => {
+        peers.push(r);
+        emit(r);
+      });
+    }
+    return { date: new Date().toISOString(), probe, rows, profiles, ...(o.peer ? { peers } : {}) };
   } finally {
     await host.close();
   }

@@ -2,7 +2,8 @@ import { existsSync } from 'node:fs';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import puppeteer, { type Browser } from 'puppeteer-core';
+import type { Browser } from 'puppeteer-core';
+import { NibbleError } from '../errors.ts';
 
 /**
  * Headless Chromium with WebGPU: the runtime the CLI and the browser tests host the engine in.
@@ -17,7 +18,8 @@ export function findChromium(): string {
   const env = process.env.NIBBLE_CHROMIUM ?? process.env.CHROME_PATH ?? process.env.PUPPETEER_EXECUTABLE_PATH;
   if (env) return env;
   for (const c of CANDIDATES) if (existsSync(c)) return c;
-  throw new Error(
+  throw new NibbleError(
+    'not-found',
     'no Chromium found: install it (Debian: apt-get install -y chromium) or set NIBBLE_CHROMIUM to its path',
   );
 }
@@ -51,6 +53,17 @@ export function chromiumArgs(gpu: 'swiftshader' | 'native'): string[] {
  */
 export async function launchChromium(opts: { gpu?: GpuMode; handleSIGINT?: boolean } = {}): Promise<Browser> {
   const gpu = resolveGpuMode(opts.gpu);
+  // loaded here, not at the top: the Deno host (and the GPU-machine kit, which has no node_modules) never needs it
+  let puppeteer: typeof import('puppeteer-core').default;
+  try {
+    ({ default: puppeteer } = await import('puppeteer-core'));
+  } catch (e) {
+    // an optional peer dependency: installing nibble as a library does not pull a browser-automation package
+    if ((e as { code?: string }).code === 'ERR_MODULE_NOT_FOUND' && /puppeteer-core/.test(String(e))) {
+      throw new NibbleError('not-found', 'the Chromium runtime drives Chromium through puppeteer-core, which is not installed: run `npm install puppeteer-core` (or use --runtime deno)', { cause: e });
+    }
+    throw e;
+  }
   const userDataDir = mkdtempSync(join(tmpdir(), 'nibble-chromium-'));
   const browser = await puppeteer.launch({
     executablePath: findChromium(),

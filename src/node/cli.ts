@@ -2,20 +2,21 @@ import { FORMAT_NAMES, isFormatName, type FormatName } from '../quant/plan.ts';
 import { parseArgs } from 'node:util';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { classifyModel, hubToken, RuntimeHost } from './host.ts';
+import { classifyModel, hubToken, RUNTIMES, RuntimeHost, type RuntimeName } from './host.ts';
 import { resolveSource } from '../api/resolve.ts';
 import { repoRoot } from './paths.ts';
 import { NibbleError } from '../errors.ts';
 import type { GpuMode } from './browser.ts';
 import { createInterface } from 'node:readline';
-import type { LoadOptions } from '../api/engine.ts';
-import type { LoadProgress } from '../model/llama.ts';
+import type { EngineInfo } from '../api/engine.ts';
+import type { ChatJobResult, JobLoadOptions } from '../runner.ts';
 import type { SamplingOptions } from '../generate/sampling.ts';
 import type { ChatMessage } from '../api/chat.ts';
 
 /**
- * nibble's command line. Engine work runs in headless Chromium on WebGPU (RuntimeHost); the
- * Hub mirror and the synthetic-model writer run in Node.
+ * nibble's command line. Engine work runs on WebGPU in headless Chromium or in Deno (RuntimeHost,
+ * --runtime); the Hub mirror and the synthetic-model writer run in Node (or in Deno, which runs
+ * this bundle too: the GPU-machine kit, bench/device/).
  *
  * Every command has its own usage (`nibble <command> --help`). Usage errors (unknown or malformed
  * flags, values out of range, missing required flags, no arguments at all) print the command's
@@ -27,6 +28,8 @@ Model options:
   --context-length N   KV cache length, 1 to the model's max_position_embeddings
                        (default min(max_position_embeddings, 4096); above the maximum: the maximum, with a warning)
   --gpu MODE           auto (default) | swiftshader | native
+  --runtime R          chromium (default: headless Chromium) | deno (Deno's WebGPU, wgpu: the deno
+                       devDependency or $NIBBLE_DENO; weights cached in $NIBBLE_CACHE_DIR or .cache/weights)
   --hub URL            Hub endpoint (default $HF_ENDPOINT or https://huggingface.co)
   --revision REV       Hub revision (default main)
   --token TOKEN        Hub access token (default $HF_TOKEN); sent only to the Hub endpoint, never
@@ -76,8 +79,9 @@ Only files whose real path is inside DIR are served (symlinks pointing out of it
   --latency-ms MS, --cut-after BYTES, --fail-rate P (0..1)   fault injection on *.safetensors`;
 
 const USAGE_BENCH = `Usage: nibble bench [--model M | --shape S] [--quant Q1,Q2,...] [--prompt-tokens N] [--new-tokens N] [--runs N]
-                   [--prefill-lengths N1,N2,...] [--draft-quant Q [--draft-tokens K]] [--matmul V] [--profile]
-                   [--probe-mib N] [--json] [--out FILE]
+                   [--prefill-lengths N1,N2,...] [--draft-quant Q [--draft-tokens K]] [--matmul V] [--kv-cache f32|f16] [--profile]
+                   [--probe-mib N] [--peer wllama [--peer-backends wasm,webgpu] [--peer-threads N1,...]]
+                   [--json] [--out FILE]
 
 A roofline probe, then per format prefill of 64- and 512-token prompts (--prefill-lengths; "" for
 none) and decode of --new-tokens
@@ -85,7 +89,12 @@ none) and decode of --new-tokens
 smollm2-135m; also smollm2-360m, llama-3.2-1b, qwen2.5-0.5b) benches a synthetic model of that
 shape; --draft-quant Q adds a self-speculative row per format; --profile adds per-kernel GPU time
 (timestamp-query); --json prints one JSON object per line; --matmul auto|subgroup|workgroup|row
-forces the matmul kernel variant; progress goes to stderr. See bench/README.md.
+forces the matmul kernel variant; --kv-cache f16 stores the KV cache as f16 (half its bytes);
+progress goes to stderr. --peer wllama then runs llama.cpp
+(@wllama/wllama) on the same weights as GGUF (F32, Q8_0, Q4_0 beside nibble's f32, int8, nf4; the
+default --quant with a peer) in the same browser, on its WebAssembly CPU backend and its WebGPU
+backend where the adapter allows (--peer-threads: the CPU backend's thread counts, default the
+cores), and prints both engines side by side. See bench/README.md.
 
 ${MODEL_HELP}`;
 
@@ -117,6 +126,7 @@ const COMMON = {
   quant: { type: 'string' },
   'context-length': { type: 'string' },
   gpu: { type: 'string' },
+  runtime: { type: 'string' },
   hub: { type: 'string' },
   revision: { type: 'string' },
   token: { type: 'string' },
@@ -248,12 +258,19 @@ export function version(): string {
 interface LoadFlags {
   model: string;
   gpu: GpuMode;
-  load: LoadOptions;
+  runtime: RuntimeName;
+  load: JobLoadOptions;
   /** --draft as given, when not the target itself */
   draft?: string;
 }
 
-/** Checks the model flags (no browser yet): usage errors and unknown local paths fail fast. */
+function runtimeFlag(v: Values): RuntimeName {
+  const r = str(v, 'runtime') ?? 'chromium';
+  if (!(RUNTIMES as string[]).includes(r)) throw new UsageError(`--runtime must be one of ${RUNTIMES.join(', ')}, got "${r}"`);
+  return r as RuntimeName;
+}
+
+/** Checks the model flags (no runtime yet): usage errors and unknown local paths fail fast. */
 function modelFlags(v: Values): LoadFlags {
   const model = str(v, 'model');
   if (!model) throw new UsageError('--model is required');
@@ -261,15 +278,17 @@ function modelFlags(v: Values): LoadFlags {
     throw new UsageError('--draft-quant and --draft-tokens need --draft');
   }
   const gpu = gpuMode(v);
+  const runtime = runtimeFlag(v);
   classifyModel(model);
-  const load: LoadOptions = {
+  const load: JobLoadOptions = {
     quant: (str(v, 'quant') ?? 'f32') as FormatName, // an unknown name is the engine's bad-argument
     contextLength: int(str(v, 'context-length'), 'context-length', undefined, { min: 1 }),
     hubEndpoint: str(v, 'hub') ?? process.env.HF_ENDPOINT,
     revision: str(v, 'revision'),
     token: str(v, 'token') ?? process.env.HF_TOKEN,
-    // the CLI's Chromium profile is temporary: a browser weight cache would be written and thrown away
-    cache: false,
+    // Chromium's profile is temporary (a browser weight cache would be written and thrown away);
+    // Deno's `true` is the directory cache
+    cache: runtime === 'deno',
   };
   const draft = str(v, 'draft');
   let other: string | undefined;
@@ -283,33 +302,27 @@ function modelFlags(v: Values): LoadFlags {
       tokens: int(str(v, 'draft-tokens'), 'draft-tokens', 4, { min: 1, max: 32 }),
     };
   }
-  return { model, gpu, load, draft: other };
+  return { model, gpu, runtime, load, draft: other };
 }
 
-type LoadInfo = {
-  adapter: { summary: string };
-  loadMs: number;
-  contextLength: number;
-  config: { maxPositionEmbeddings: number };
-  generationDefaults?: SamplingOptions;
-} & Record<string, unknown>;
+/** The load progress line on stderr (a terminal only). */
+function showProgress(host: RuntimeHost): () => void {
+  return host.on((ev) => {
+    if (ev.type !== 'progress' || !process.stderr.isTTY) return;
+    const pct = Math.floor(100 * (ev.fraction ?? (ev.bytesTotal ? ev.bytesDone / ev.bytesTotal : 1)));
+    const what = ev.phase === 'compile' ? `compiling ${ev.pipelinesDone}/${ev.pipelinesTotal} pipelines` : ev.phase === 'quantize' ? 'quantizing' : `${ev.tensorsDone}/${ev.tensorsTotal} tensors`;
+    process.stderr.write(`\rloading ${pct}% (${what})\x1b[K${ev.phase === 'done' ? '\n' : ''}`);
+  });
+}
 
 /** Starts the runtime and loads the model named by --model. */
-async function loadModel(f: LoadFlags, quiet: boolean, handleSIGINT = true): Promise<{ host: RuntimeHost; info: LoadInfo }> {
-  const host = await RuntimeHost.start({ gpu: f.gpu, handleSIGINT });
+async function loadModel(f: LoadFlags, quiet: boolean, handleSIGINT = true): Promise<{ host: RuntimeHost; info: EngineInfo }> {
+  const host = await RuntimeHost.start({ gpu: f.gpu, runtime: f.runtime, handleSIGINT });
   try {
-    const load: LoadOptions = { ...f.load };
+    const load: JobLoadOptions = { ...f.load };
     if (f.draft !== undefined && load.draft) load.draft = { ...load.draft, model: host.modelUrl(f.draft) };
-    const off = quiet
-      ? () => {}
-      : host.on((ev) => {
-          if (ev.type !== 'progress' || !process.stderr.isTTY) return;
-          const p = ev as unknown as LoadProgress;
-          const pct = Math.floor(100 * (p.fraction ?? (p.bytesTotal ? p.bytesDone / p.bytesTotal : 1)));
-          const what = p.phase === 'compile' ? `compiling ${p.pipelinesDone}/${p.pipelinesTotal} pipelines` : p.phase === 'quantize' ? 'quantizing' : `${p.tensorsDone}/${p.tensorsTotal} tensors`;
-          process.stderr.write(`\rloading ${pct}% (${what})\x1b[K${p.phase === 'done' ? '\n' : ''}`);
-        });
-    const info = await host.run<LoadInfo>({ kind: 'load', model: host.modelUrl(f.model), load });
+    const off = quiet ? () => {} : showProgress(host);
+    const info = await host.run({ kind: 'load', model: host.modelUrl(f.model), load });
     off();
     const want = f.load.contextLength;
     if (want !== undefined && info.contextLength < want) {
@@ -334,15 +347,15 @@ async function cmdGenerate(v: Values): Promise<void> {
     const off = v.json
       ? () => {}
       : host.on((ev) => {
-          if (ev.type === 'text') process.stdout.write(String(ev.text));
+          if (ev.type === 'text') process.stdout.write(ev.text);
         });
-    const r = await host.run<Record<string, unknown>>({ kind: 'generate', prompt, maxNewTokens, stream: !v.json, sampling, stop: v.stop as string[] | undefined });
+    const r = await host.run({ kind: 'generate', prompt, maxNewTokens, stream: !v.json, sampling, stop: v.stop as string[] | undefined });
     off();
-    const spec = r.speculative as { acceptanceRate: number; tokensPerTargetPass: number } | undefined;
+    const spec = r.speculative;
     if (v.json) {
       process.stdout.write(JSON.stringify(r) + '\n');
     } else {
-      const t = r.timings as { prefillMs: number; decodeTokensPerSecond: number; loadMs: number };
+      const t = r.timings;
       process.stdout.write('\n');
       const specText = spec ? `, speculative: acceptance ${(100 * spec.acceptanceRate).toFixed(0)}%, ${spec.tokensPerTargetPass.toFixed(2)} tokens/target pass` : '';
       process.stderr.write(
@@ -400,13 +413,110 @@ async function checkChatTemplate(f: LoadFlags): Promise<void> {
   }
 }
 
-type ChatTurnResult = {
-  content: string;
-  dropped: number;
-  finishReason: string | null;
-  usage: { prompt_tokens: number; completion_tokens: number; prompt_tokens_details: { cached_tokens: number } } | null;
-  timings: { decodeTokensPerSecond: number } | null;
-};
+/** One chat session's state: the history, and what Ctrl-C means now. */
+interface ChatSession {
+  host: RuntimeHost;
+  info: EngineInfo;
+  system: ChatMessage[];
+  history: ChatMessage[];
+  sampling: SamplingOptions;
+  maxNewTokens: number | undefined;
+  stop: string[] | undefined;
+  tty: boolean;
+  stats: boolean;
+  /** A reply is running. */
+  busy: boolean;
+  /** Exit code once quitting (130 after Ctrl-C), else 0. */
+  code: number;
+}
+
+/**
+ * One user turn: runs the reply (streamed to stdout) and updates the history. A message that alone
+ * does not fit the context is dropped from the history with a warning.
+ */
+async function chatTurn(c: ChatSession, line: string): Promise<void> {
+  c.history.push({ role: 'user', content: line });
+  c.busy = true;
+  let r: ChatJobResult;
+  try {
+    r = await c.host.run({ kind: 'chat', messages: c.history, maxNewTokens: c.maxNewTokens, sampling: c.sampling, stop: c.stop, stream: true, fitContext: true });
+  } catch (e) {
+    if (c.code) return; // quitting: the runtime was closed under the reply
+    if ((e as { code?: string }).code !== 'context-overflow') throw e;
+    c.history.pop();
+    process.stderr.write(`nibble: warning: ${(e as Error).message}; the message was not sent\n`);
+    return;
+  } finally {
+    c.busy = false;
+  }
+  process.stdout.write('\n');
+  if (r.dropped > 0) {
+    const head = c.system.length;
+    c.history.splice(head, r.dropped);
+    process.stderr.write(
+      `nibble: warning: the conversation outgrew the context of ${c.info.contextLength} tokens: dropped the oldest ${r.dropped} message${r.dropped === 1 ? '' : 's'}${head ? ' (the system prompt stays)' : ''}\n`,
+    );
+  }
+  if (r.finishReason === 'abort') process.stderr.write('(reply stopped)\n');
+  if (r.finishReason !== 'abort' || r.content) c.history.push({ role: 'assistant', content: r.content });
+  if ((c.tty || c.stats) && r.timings && r.usage) {
+    const u = r.usage;
+    process.stderr.write(
+      `[prompt ${u.prompt_tokens} tokens (${u.prompt_tokens_details.cached_tokens} cached), reply ${u.completion_tokens} tokens, ${r.timings.decodeTokensPerSecond.toFixed(1)} tok/s, ${r.finishReason}]\n`,
+    );
+  }
+}
+
+/** Reads user lines until /exit, end of input or Ctrl-C at the prompt; resolves to the exit code. */
+async function chatLoop(c: ChatSession, modelName: string): Promise<number> {
+  const { host, tty } = c;
+  const rl = createInterface({ input: process.stdin, output: tty ? process.stdout : undefined, terminal: tty });
+  let stopping = false;
+  const quit = () => {
+    c.code = 130;
+    process.stderr.write('\n');
+    rl.close();
+    // a reply still running (a second Ctrl-C): closing the runtime ends it
+    if (c.busy) void host.close();
+  };
+  const interrupt = () => {
+    if (c.code) return;
+    if (!c.busy || stopping) return quit();
+    stopping = true;
+    void host.run({ kind: 'abort' }).catch(() => {});
+  };
+  // in a terminal, readline reads Ctrl-C itself (raw mode); from a pipe the process gets SIGINT
+  rl.on('SIGINT', interrupt);
+  process.on('SIGINT', interrupt);
+  if (tty) {
+    process.stderr.write(`nibble chat — ${modelName} on ${c.info.adapter.summary}. /reset clears the history, /exit quits; Ctrl-C stops a reply.\n`);
+    rl.setPrompt('> ');
+    rl.prompt();
+  }
+  const off = host.on((ev) => {
+    if (ev.type === 'text') process.stdout.write(ev.text);
+  });
+  try {
+    for await (const raw of rl) {
+      const line = raw.trim();
+      if (line === '/exit' || line === '/quit') break;
+      if (line === '/reset') {
+        c.history = [...c.system];
+        if (tty) process.stderr.write('(history cleared)\n');
+      } else if (line) {
+        stopping = false;
+        await chatTurn(c, line);
+      }
+      if (c.code) break;
+      if (tty) rl.prompt();
+    }
+  } finally {
+    off();
+    process.off('SIGINT', interrupt);
+    rl.close();
+  }
+  return c.code;
+}
 
 /**
  * `nibble chat`. Ctrl-C (SIGINT) during a reply stops it (the partial reply stays in the history)
@@ -420,7 +530,7 @@ async function cmdChat(v: Values): Promise<number> {
   const system: ChatMessage[] = v.system ? [{ role: 'system', content: str(v, 'system')! }] : [];
   const mf = modelFlags(v);
   await checkChatTemplate(mf); // before the load: a model without a template fails at once
-  // Ctrl-C while loading: exit (130); the 'exit' handler of puppeteer closes Chromium
+  // Ctrl-C while loading: exit (130); the 'exit' handler of puppeteer closes Chromium (Deno ends with its stdin)
   const early = () => process.exit(130);
   process.on('SIGINT', early);
   let loaded: Awaited<ReturnType<typeof loadModel>>;
@@ -433,98 +543,20 @@ async function cmdChat(v: Values): Promise<number> {
   try {
     await host.run({ kind: 'chat-template' }); // fail before reading input: no-chat-template
     const defaults = info.generationDefaults && Object.keys(info.generationDefaults).length ? info.generationDefaults : { temperature: 0.7, topP: 0.9 };
-    const sampling: SamplingOptions = { ...defaults, ...flags };
-    const tty = !!process.stdin.isTTY && !!process.stdout.isTTY;
-    let history: ChatMessage[] = [...system];
-    const rl = createInterface({ input: process.stdin, output: tty ? process.stdout : undefined, terminal: tty });
-    let busy = false;
-    let stopping = false;
-    let code = 0;
-    const quit = () => {
-      code = 130;
-      process.stderr.write('\n');
-      rl.close();
-      // a reply still running (a second Ctrl-C): closing the runtime ends it
-      if (busy) void host.close();
+    const session: ChatSession = {
+      host,
+      info,
+      system,
+      history: [...system],
+      sampling: { ...defaults, ...flags },
+      maxNewTokens,
+      stop: v.stop as string[] | undefined,
+      tty: !!process.stdin.isTTY && !!process.stdout.isTTY,
+      stats: !!v.stats,
+      busy: false,
+      code: 0,
     };
-    const interrupt = () => {
-      if (code) return;
-      if (!busy || stopping) return quit();
-      stopping = true;
-      void host.run({ kind: 'abort' }).catch(() => {});
-    };
-    // in a terminal, readline reads Ctrl-C itself (raw mode); from a pipe the process gets SIGINT
-    rl.on('SIGINT', interrupt);
-    process.on('SIGINT', interrupt);
-    if (tty) {
-      process.stderr.write(`nibble chat — ${v.model} on ${info.adapter.summary}. /reset clears the history, /exit quits; Ctrl-C stops a reply.\n`);
-      rl.setPrompt('> ');
-      rl.prompt();
-    }
-    const off = host.on((ev) => {
-      if (ev.type === 'text') process.stdout.write(String(ev.text));
-    });
-    try {
-      for await (const raw of rl) {
-        const line = raw.trim();
-        if (line === '/exit' || line === '/quit') break;
-        if (line === '/reset') {
-          history = [...system];
-          if (tty) process.stderr.write('(history cleared)\n');
-        } else if (line) {
-          history.push({ role: 'user', content: line });
-          busy = true;
-          stopping = false;
-          let r: ChatTurnResult;
-          try {
-            r = await host.run<ChatTurnResult>({
-              kind: 'chat',
-              messages: history,
-              maxNewTokens,
-              sampling,
-              stop: v.stop as string[] | undefined,
-              stream: true,
-              fitContext: true,
-            });
-          } catch (e) {
-            if (code) break; // quitting: the runtime was closed under the reply
-            if ((e as { code?: string }).code !== 'context-overflow') throw e;
-            // this message alone does not fit the context: say so and let the user go on
-            history.pop();
-            process.stderr.write(`nibble: warning: ${(e as Error).message}; the message was not sent\n`);
-            if (tty) rl.prompt();
-            continue;
-          } finally {
-            busy = false;
-          }
-          process.stdout.write('\n');
-          if (r.dropped > 0) {
-            const head = system.length;
-            history.splice(head, r.dropped);
-            process.stderr.write(
-              `nibble: warning: the conversation outgrew the context of ${info.contextLength} tokens: dropped the oldest ${r.dropped} message${r.dropped === 1 ? '' : 's'}${head ? ' (the system prompt stays)' : ''}\n`,
-            );
-          }
-          if (r.finishReason === 'abort') {
-            process.stderr.write('(reply stopped)\n');
-            if (r.content) history.push({ role: 'assistant', content: r.content });
-          } else history.push({ role: 'assistant', content: r.content });
-          if ((tty || v.stats) && r.timings && r.usage) {
-            const u = r.usage;
-            process.stderr.write(
-              `[prompt ${u.prompt_tokens} tokens (${u.prompt_tokens_details.cached_tokens} cached), reply ${u.completion_tokens} tokens, ${r.timings.decodeTokensPerSecond.toFixed(1)} tok/s, ${r.finishReason}]\n`,
-            );
-          }
-        }
-        if (code) break;
-        if (tty) rl.prompt();
-      }
-    } finally {
-      off();
-      process.off('SIGINT', interrupt);
-      rl.close();
-    }
-    return code;
+    return await chatLoop(session, String(v.model));
   } finally {
     await host.close();
   }
@@ -542,12 +574,9 @@ async function cmdEval(v: Values): Promise<void> {
   }
   const { host } = await loadModel(flags, true);
   try {
-    const r = await host.run<Record<string, number | string>>({ kind: 'eval', text });
+    const r = await host.run({ kind: 'eval', text });
     if (v.json) process.stdout.write(JSON.stringify(r) + '\n');
-    else
-      console.log(
-        `perplexity ${Number(r.perplexity).toFixed(4)} over ${r.tokens} tokens (quant ${r.quant}, ${Number(r.bitsPerWeight).toFixed(3)} bits/weight, ${r.weightBytes} weight bytes)`,
-      );
+    else console.log(`perplexity ${r.perplexity.toFixed(4)} over ${r.tokens} tokens (quant ${r.quant}, ${r.bitsPerWeight.toFixed(3)} bits/weight, ${r.weightBytes} weight bytes)`);
   } finally {
     await host.close();
   }
@@ -587,8 +616,22 @@ async function cmdBench(v: Values): Promise<void> {
   if (matmul !== undefined && !['auto', 'subgroup', 'workgroup', 'row'].includes(matmul)) {
     throw new UsageError('--matmul must be auto, subgroup, workgroup or row');
   }
+  const kvCache = str(v, 'kv-cache');
+  if (kvCache !== undefined && kvCache !== 'f32' && kvCache !== 'f16') throw new UsageError('--kv-cache must be f32 or f16');
   if (v['draft-tokens'] !== undefined && v['draft-quant'] === undefined) throw new UsageError('--draft-tokens needs --draft-quant');
-  const quants = (str(v, 'quant') ?? 'f32,f16,int8,nf4,nf4-dq')
+  const peerName = str(v, 'peer');
+  if (peerName !== undefined && peerName !== 'wllama') throw new UsageError('--peer must be wllama');
+  if (v['peer-backends'] !== undefined && peerName === undefined) throw new UsageError('--peer-backends needs --peer');
+  if (v['peer-threads'] !== undefined && peerName === undefined) throw new UsageError('--peer-threads needs --peer');
+  const peerThreads = str(v, 'peer-threads')
+    ?.split(',')
+    .map((x) => x.trim())
+    .filter(Boolean)
+    .map((x) => int(x, 'peer-threads', undefined, { min: 1, max: 256 })!);
+  const peerBackends = (str(v, 'peer-backends') ?? 'wasm,webgpu').split(',').map((b) => b.trim()).filter(Boolean);
+  if (!peerBackends.length || peerBackends.some((b) => b !== 'wasm' && b !== 'webgpu')) throw new UsageError('--peer-backends must list wasm and/or webgpu');
+  // with a peer, the formats it has a match for (f32 ↔ F32, int8 ↔ Q8_0, nf4 ↔ Q4_0)
+  const quants = (str(v, 'quant') ?? (peerName ? 'f32,int8,nf4' : 'f32,f16,int8,nf4,nf4-dq'))
     .split(',')
     .map((q) => q.trim())
     .filter(Boolean);
@@ -612,13 +655,17 @@ async function cmdBench(v: Values): Promise<void> {
   const probeMiB = int(str(v, 'probe-mib'), 'probe-mib', undefined, { min: 1 });
   const contextLength = int(str(v, 'context-length'), 'context-length', undefined, { min: 1 });
   const gpu = gpuMode(v);
+  const runtime = runtimeFlag(v);
   let model = str(v, 'model');
   if (model !== undefined) classifyModel(model);
   let label = model;
   const { SYNTH_SHAPES } = await import('./synth.ts');
   const shape = (str(v, 'shape') ?? 'smollm2-135m') as keyof typeof SYNTH_SHAPES;
   if (!model && !(shape in SYNTH_SHAPES)) throw new UsageError(`--shape must be one of ${Object.keys(SYNTH_SHAPES).join(', ')}`);
+  if (peerName && runtime === 'deno') throw new UsageError('--peer runs in the chromium runtime only');
+  if (peerName && model !== undefined && classifyModel(model).kind !== 'local') throw new UsageError('--peer needs a local model folder (--model DIR) or --shape');
   const { runBench, benchTable, probeLine, profileTable } = await import('../../bench/harness.ts');
+  const peerMod = peerName ? await import('../../bench/peer/wllama.ts') : undefined;
   if (!model) {
     // a full-depth synthetic model of a real shape (bf16), written to .cache/synth on first use
     const { synthModel, defaultSynthDir } = await import('./synth.ts');
@@ -635,14 +682,38 @@ async function cmdBench(v: Values): Promise<void> {
     prefillLengths,
     runs,
     gpu,
+    runtime,
     contextLength,
     hubEndpoint: str(v, 'hub') ?? process.env.HF_ENDPOINT,
     token: str(v, 'token') ?? process.env.HF_TOKEN,
     draftQuant: draftQuant as FormatName | undefined,
     draftTokens,
     matmul: matmul as 'auto' | 'subgroup' | 'workgroup' | 'row' | undefined,
+    kvCache: kvCache as 'f32' | 'f16' | undefined,
     profile: !!v.profile,
     probeBytes: probeMiB === undefined ? undefined : probeMiB * 2 ** 20,
+    peer: peerMod
+      ? {
+          host: { mounts: peerMod.peerMounts(), crossOriginIsolated: true },
+          run: async (host, nibbleRows, emit) => {
+            await peerMod.runWllamaPeer(host, {
+              modelDir: model!,
+              label: label!,
+              formats: quants,
+              backends: peerBackends as ('wasm' | 'webgpu')[],
+              threads: peerThreads,
+              promptTokens,
+              newTokens,
+              runs,
+              prefillLengths: prefillLengths ?? [64, 512],
+              contextLength,
+              nibble: nibbleRows.filter((r) => r.draft === undefined),
+              progress: (s) => console.error(s),
+              onRecord: emit,
+            });
+          },
+        }
+      : undefined,
     progress: (s) => console.error(s),
     // --json: one object per line as soon as it is measured (probe, rows, profiles)
     onRecord: v.json ? (r) => process.stdout.write(JSON.stringify(r) + '\n') : undefined,
@@ -653,6 +724,7 @@ async function cmdBench(v: Values): Promise<void> {
     console.log(probeLine(report.probe) + '\n');
     console.log(benchTable(report.rows));
     for (const p of report.profiles) console.log('\n' + profileTable(p));
+    if (peerMod && report.peers) console.log('\n' + peerMod.peerTable(report.rows.filter((r) => r.draft === undefined), report.peers));
   }
 }
 
@@ -709,6 +781,10 @@ const COMMANDS: Record<string, Command> = {
       'draft-tokens': { type: 'string' },
       'probe-mib': { type: 'string' },
       matmul: { type: 'string' },
+      'kv-cache': { type: 'string' },
+      peer: { type: 'string' },
+      'peer-backends': { type: 'string' },
+      'peer-threads': { type: 'string' },
     },
     run: cmdBench,
   },

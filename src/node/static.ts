@@ -20,6 +20,7 @@ const TYPES: Record<string, string> = {
   '.wgsl': 'text/plain; charset=utf-8',
   '.txt': 'text/plain; charset=utf-8',
   '.md': 'text/plain; charset=utf-8',
+  '.wasm': 'application/wasm',
 };
 
 /** Longest request path (before the query) we look at; longer is 414. */
@@ -74,6 +75,22 @@ export function sendStatus(res: ServerResponse, status: number, text: string, co
   res.end(text);
 }
 
+/**
+ * Cross-origin isolation (COOP same-origin + COEP require-corp, and CORP same-origin on the
+ * response itself): a page served with them is `crossOriginIsolated`, so it may share memory
+ * between workers (SharedArrayBuffer: wasm threads, the peer benchmark's wllama). Set before the
+ * response's head is written; every later `writeHead` keeps them.
+ */
+export const ISOLATION_HEADERS: Readonly<Record<string, string>> = {
+  'Cross-Origin-Opener-Policy': 'same-origin',
+  'Cross-Origin-Embedder-Policy': 'require-corp',
+  'Cross-Origin-Resource-Policy': 'same-origin',
+};
+
+export function setIsolationHeaders(res: ServerResponse): void {
+  for (const [k, v] of Object.entries(ISOLATION_HEADERS)) res.setHeader(k, v);
+}
+
 /** Whether `p` is `root` or below it (both absolute, normalized). */
 export function isInside(p: string, root: string): boolean {
   return p === root || p.startsWith(root.endsWith(sep) ? root : root + sep);
@@ -84,7 +101,10 @@ export async function serveFile(req: IncomingMessage, res: ServerResponse, file:
   let size: number;
   try {
     const s = await stat(file);
-    if (!s.isFile()) throw new Error('not a file');
+    if (!s.isFile()) {
+      sendStatus(res, 404, 'not found', opts.cors);
+      return;
+    }
     size = s.size;
   } catch {
     sendStatus(res, 404, 'not found', opts.cors);

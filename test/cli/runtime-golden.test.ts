@@ -32,7 +32,7 @@ describe("golden.json through the CLI's runtime", () => {
   it('every prompt: ids, 48 greedy tokens, text and logits', async () => {
     await host.run({ kind: 'load', model: host.modelUrl(stories), load: { quant: 'f32' } });
     for (const g of golden.prompts) {
-      const r = await host.run<{ promptTokenIds: number[]; tokenIds: number[]; text: string }>({
+      const r = await host.run({
         kind: 'generate',
         prompt: g.prompt,
         maxNewTokens: 48,
@@ -42,10 +42,10 @@ describe("golden.json through the CLI's runtime", () => {
       expect(r.promptTokenIds).toEqual(g.hf_input_ids);
       expect(r.tokenIds).toEqual(g.generated_ids);
       expect(r.text).toBe(g.generated_text);
-      const [first] = await host.run<number[][]>({ kind: 'logits', ids: g.hf_input_ids, rows: 1 });
+      const [first] = await host.run({ kind: 'logits', ids: g.hf_input_ids, rows: 1 });
       expect(maxAbsDiff(first, g.logits_first_generated_position.values)).toBeLessThan(1e-3);
       const all = [...g.hf_input_ids, ...g.generated_ids];
-      const [last] = await host.run<number[][]>({ kind: 'logits', ids: all.slice(0, -1), rows: 1 });
+      const [last] = await host.run({ kind: 'logits', ids: all.slice(0, -1), rows: 1 });
       expect(maxAbsDiff(last, g.logits_last_position.values)).toBeLessThan(1e-3);
     }
   });

@@ -151,7 +151,7 @@ describe('the packed package in a consumer app', () => {
   });
 
   it('its CLI, without the optional puppeteer-core, says what to install (exit 1)', () => {
-    const r = spawnSync(process.execPath, [join(app, 'node_modules', 'nibble', 'bin', 'nibble.js'), 'generate', '--model', 'x', '--prompt', 'y'], {
+    const r = spawnSync(process.execPath, [join(app, 'node_modules', 'nibble', 'bin', 'nibble.js'), 'generate', '--model', 'org/name', '--prompt', 'y'], {
       cwd: app,
       encoding: 'utf8',
     });
