@@ -1,25 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { openHarness, type Caller } from './page.ts';
-import { modelsDir } from '../../src/node/paths.ts';
 import { maxAbsDiff } from '../ref/cpu.ts';
+import { loadGolden } from '../helpers/golden.ts';
 
 /**
  * stories260K (a real trained Llama: GQA 8:4, tied embeddings) reproduces golden.json through the
  * whole path in headless Chromium on a page Vite serves: tokenizer ids, every greedy token, and
  * the recorded logits within 1e-3.
  */
-interface GoldenPrompt {
-  prompt: string;
-  hf_input_ids: number[];
-  generated_ids: number[];
-  generated_text: string;
-  full_text: string;
-  logits_first_generated_position: { values: number[]; argmax: number };
-  logits_last_position: { values: number[]; argmax: number };
-}
-const golden = JSON.parse(readFileSync(join(modelsDir(), 'stories260K', 'golden.json'), 'utf8')) as { prompts: GoldenPrompt[] };
+const golden = loadGolden();
 
 let call: Caller;
 let close: () => Promise<void>;

@@ -7,18 +7,13 @@ import { modelsDir } from '../../src/node/paths.ts';
 import { startHubServer, type HubServer } from '../../src/node/hub-server.ts';
 import { GATED_TOKEN, prepareHubMirror } from '../helpers/hub-mirror.ts';
 import { maxAbsDiff } from '../ref/cpu.ts';
+import { loadGolden } from '../helpers/golden.ts';
 
 /**
  * The streaming Hub loader end to end, in headless Chromium: Engine.load('org/name') against the
  * local Hub mirror (started here, in Node; the page fetches from it cross-origin).
  */
-interface GoldenPrompt {
-  prompt: string;
-  hf_input_ids: number[];
-  generated_ids: number[];
-  logits_first_generated_position: { values: number[] };
-}
-const golden = JSON.parse(readFileSync(join(modelsDir(), 'stories260K', 'golden.json'), 'utf8')) as { prompts: GoldenPrompt[] };
+const golden = loadGolden();
 const once = golden.prompts.find((p) => p.prompt === 'Once upon a time')!;
 
 let call: Caller;

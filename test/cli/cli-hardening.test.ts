@@ -94,6 +94,15 @@ describe('CLI usage', () => {
     }
   });
 
+  it('bench refuses an unknown --kv-cache or --matmul value before starting anything, exit 2', () => {
+    const kv = nibble('bench', '--model', stories, '--kv-cache', 'bf16');
+    expect(kv.code).toBe(2);
+    expect(kv.stderr).toMatch(/^nibble: --kv-cache must be f32 or f16/);
+    const mm = nibble('bench', '--model', stories, '--matmul', 'tiles');
+    expect(mm.code).toBe(2);
+    expect(mm.stderr).toMatch(/^nibble: --matmul must be /);
+  });
+
   it('empty or missing numeric values are usage errors', () => {
     const empty = nibble('generate', '--model', stories, '--prompt', 'x', '--max-new-tokens', '');
     expect(empty.code).toBe(2);

@@ -4,9 +4,10 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { RuntimeHost } from '../../src/node/host.ts';
-import { modelsDir, repoRoot } from '../../src/node/paths.ts';
+import { repoRoot } from '../../src/node/paths.ts';
 import { denoEnv, findDeno } from '../../src/node/deno.ts';
 import { maxAbsDiff } from '../ref/cpu.ts';
+import { loadGolden, STORIES } from '../helpers/golden.ts';
 
 /**
  * The second host: the built bundle (dist/runner.js) in a Deno process on wgpu's WebGPU, driven by
@@ -15,16 +16,8 @@ import { maxAbsDiff } from '../ref/cpu.ts';
  * decoding with an nf4 and an f32 self-draft, and the CLI's --json output against the Chromium
  * runtime's (and the directory weight cache).
  */
-interface GoldenPrompt {
-  prompt: string;
-  hf_input_ids: number[];
-  generated_ids: number[];
-  generated_text: string;
-  logits_first_generated_position: { values: number[] };
-  logits_last_position: { values: number[] };
-}
-const stories = join(modelsDir(), 'stories260K');
-const golden = JSON.parse(readFileSync(join(stories, 'golden.json'), 'utf8')) as { prompts: GoldenPrompt[] };
+const stories = STORIES;
+const golden = loadGolden();
 // ~120 tokens of test/fixtures/story.txt: enough to tell nf4 from f32, cheap on SwiftShader
 const storyText = readFileSync(resolve(repoRoot(), 'test', 'fixtures', 'story.txt'), 'utf8').slice(0, 500);
 

@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { modelsDir } from '../../src/node/paths.ts';
 import { RuntimeHost } from '../../src/node/host.ts';
 import { ensureGguf, peerMounts, WllamaPeer } from '../../bench/peer/wllama.ts';
+import { loadGolden, STORIES } from '../helpers/golden.ts';
 
 /**
  * The GGUF conversion checked by the peer itself: stories260K written as F32 GGUF by bench/gguf.ts,
@@ -13,17 +13,9 @@ import { ensureGguf, peerMounts, WllamaPeer } from '../../bench/peer/wllama.ts';
  * space prefix), the 48 greedy token ids and their text (the q/k permutation, GQA, tied head, RoPE,
  * RMSNorm metadata), and the log-softmax of the two golden logit rows within 0.01.
  */
-interface GoldenPrompt {
-  prompt: string;
-  hf_input_ids: number[];
-  generated_ids: number[];
-  generated_text: string;
-  logits_first_generated_position: { values: number[] };
-  logits_last_position: { values: number[] };
-}
 
-const stories = join(modelsDir(), 'stories260K');
-const golden = JSON.parse(readFileSync(join(stories, 'golden.json'), 'utf8')) as { prompts: GoldenPrompt[] };
+const stories = STORIES;
+const golden = loadGolden();
 
 const logSoftmax = (v: number[]) => {
   const m = Math.max(...v);

@@ -1,26 +1,18 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { RuntimeHost } from '../../src/node/host.ts';
-import { modelsDir, repoRoot } from '../../src/node/paths.ts';
+import { repoRoot } from '../../src/node/paths.ts';
 import { maxAbsDiff } from '../ref/cpu.ts';
+import { loadGolden, STORIES } from '../helpers/golden.ts';
 
 /**
  * golden.json through the CLI's runtime (the built bundle dist/runner.js in headless Chromium,
  * driven by RuntimeHost exactly as `nibble generate` does): every prompt's ids, every generated id,
  * the recorded logits within 1e-3; and `nibble eval` end to end.
  */
-interface GoldenPrompt {
-  prompt: string;
-  hf_input_ids: number[];
-  generated_ids: number[];
-  generated_text: string;
-  logits_first_generated_position: { values: number[] };
-  logits_last_position: { values: number[] };
-}
-const stories = join(modelsDir(), 'stories260K');
-const golden = JSON.parse(readFileSync(join(stories, 'golden.json'), 'utf8')) as { prompts: GoldenPrompt[] };
+const stories = STORIES;
+const golden = loadGolden();
 
 let host: RuntimeHost;
 beforeAll(async () => {

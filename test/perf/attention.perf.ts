@@ -50,6 +50,7 @@ describe('attention timing', () => {
       ['1B', 32, 8],
     ] as const) {
       for (const P of [64, 512, 2048]) await time(`${model} decode, ${P} positions`, { NH, NKV, D: 64, ctx: P, T: 1, pos0: P - 1, seed: 1 });
+      for (const P of [512, 2048]) await time(`${model} decode, ${P} positions, f16 KV cache`, { NH, NKV, D: 64, ctx: P, T: 1, pos0: P - 1, seed: 1, kv16: true });
       for (const T of [64, 512]) {
         await time(`${model} prefill ${T} tokens (attentionPrefillOp)`, { NH, NKV, D: 64, ctx: T, T, pos0: 0, seed: 1, prefill: true });
         await time(`${model} prefill ${T} tokens (attentionOp)`, { NH, NKV, D: 64, ctx: T, T, pos0: 0, seed: 1 });
