@@ -77,19 +77,16 @@ export interface BenchProbe {
   variants: RooflineVariant[];
 }
 
-export interface BenchRow {
+/** What every engine's row carries (nibble's BenchRow, the peers' rows in bench/peer/). */
+export interface EngineRowFields {
   type: 'row';
-  /** The engine that ran (peer rows, bench/peer/, carry theirs). */
-  engine: 'nibble';
   model: string;
   format: string;
   adapter: string;
   loadMs: number;
-  /** GPU bytes of all weights. */
+  /** Bytes of the weights (GPU bytes for nibble, the GGUF file for a peer). */
   weightBytes: number;
   bitsPerWeight: number;
-  /** Dispatches per decode step (engine.info.dispatchesPerToken). */
-  dispatchesPerStep: number;
   contextLength: number;
   /** Prompt length before the decode runs. */
   promptTokens: number;
@@ -98,10 +95,17 @@ export interface BenchRow {
   prefillTokensPerSecond: number | null;
   prefill64TokensPerSecond: number | null;
   prefill512TokensPerSecond: number | null;
-  /** Most prompt tokens any timed run found cached (0: every timed prompt was prefilled whole). */
-  cachedPromptTokens: number;
   decodeTokensPerSecond: number;
   msPerToken: number;
+}
+
+export interface BenchRow extends EngineRowFields {
+  /** The engine that ran (peer rows, bench/peer/, carry theirs). */
+  engine: 'nibble';
+  /** Dispatches per decode step (engine.info.dispatchesPerToken). */
+  dispatchesPerStep: number;
+  /** Most prompt tokens any timed run found cached (0: every timed prompt was prefilled whole). */
+  cachedPromptTokens: number;
   /** KV cache bytes a decode step reads at the mean decode position (layers × 2 × kv heads × head dim × 4 × positions). */
   kvBytes: number;
   /** (weightBytes + kvBytes) × decode tok/s, GB/s (1e9). With a draft: the plain-decoding bytes per token at that speed. */

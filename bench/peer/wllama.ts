@@ -6,6 +6,7 @@ import type { RuntimeHost } from '../../src/node/host.ts';
 import { repoRoot } from '../../src/node/paths.ts';
 import { NibbleError } from '../../src/errors.ts';
 import { convertToGguf, ggufIsFresh, planGguf, type GgufTensorType } from '../gguf.ts';
+import type { EngineRowFields } from '../harness.ts';
 
 /**
  * The peer in the same run (`nibble bench --peer wllama`): llama.cpp compiled to WebAssembly
@@ -39,32 +40,20 @@ export type PeerBackend = 'wasm' | 'webgpu';
 export const PEER_FORMATS: Readonly<Record<string, GgufTensorType>> = { f32: 'F32', int8: 'Q8_0', nf4: 'Q4_0' };
 
 /** A peer measurement, printed and emitted like nibble's rows (`type: 'row'`, told apart by `engine`). */
-export interface BenchPeerRow {
-  type: 'row';
+export interface BenchPeerRow extends EngineRowFields {
   engine: PeerEngine;
   peer: 'wllama';
   peerVersion: string;
-  model: string;
   /** The GGUF type (F32, Q8_0, Q4_0). */
   format: GgufTensorType;
   /** The nibble format it is matched with. */
   matches: string;
-  /** `WebAssembly (N threads)` or the WebGPU adapter. */
-  adapter: string;
+  /**
+   * The CPU backend's threads. Here `adapter` is `WebAssembly (N threads)` or the WebGPU adapter,
+   * `weightBytes` the GGUF file's size, and `bitsPerWeight` that of its matrices (F16 fallbacks of
+   * rows that are not whole blocks included).
+   */
   threads: number;
-  loadMs: number;
-  /** Bytes of the GGUF file. */
-  weightBytes: number;
-  /** Bits per weight of the matrices (F16 fallbacks of rows that are not whole blocks included). */
-  bitsPerWeight: number;
-  contextLength: number;
-  promptTokens: number;
-  newTokens: number;
-  prefillTokensPerSecond: number | null;
-  prefill64TokensPerSecond: number | null;
-  prefill512TokensPerSecond: number | null;
-  decodeTokensPerSecond: number;
-  msPerToken: number;
   /** Tensors written as F16 because their rows are not whole 32-weight blocks. */
   f16Fallbacks: number;
   /** nibble ÷ this row, for the matched nibble row of the same run (null when there is none). */
