@@ -98,7 +98,9 @@ export class Sequence {
     const s = { T, pos0, headRows: Math.max(1, headRows) };
     m.rt.setStep(s);
     const enc = device.createCommandEncoder();
-    m.rt.record(enc, [...m.ops(s, { head: headRows > 0, argmax: !!o.argmax }), ...(o.ops ?? [])], s);
+    const ops = m.ops(s, { head: headRows > 0, argmax: !!o.argmax }); // a fresh list: extend it in place
+    if (o.ops) ops.push(...o.ops);
+    m.rt.record(enc, ops, s);
     o.encode?.(enc);
     const read = o.readToken ? this.readToken(enc) : null;
     device.queue.submit([enc.finish()]);

@@ -1,5 +1,5 @@
 import { NibbleError } from '../errors.ts';
-import type { Op, StepShape } from '../kernels/runtime.ts';
+import { bufferSize, type Op, type StepShape } from '../kernels/runtime.ts';
 import { argmaxRowsOp, specAcceptOp } from '../kernels/sample.ts';
 import type { LoopControl, LoopResult, TokenSink } from './decode.ts';
 import type { PassModel } from './model.ts';
@@ -88,7 +88,7 @@ export class Speculator {
     this.qRows = rt.buffer(Math.max(1, k) * V * 4, 'spec_q');
     this.picks = rt.buffer((k + 1) * 4, 'spec_picks');
     this.result = rt.buffer(16, 'spec_result');
-    this.staging = rt.device.createBuffer({ label: 'spec_readback', size: Math.ceil(((2 * k + 2) * 4) / 16) * 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    this.staging = rt.device.createBuffer({ label: 'spec_readback', size: bufferSize((2 * k + 2) * 4), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
     const rows = (s: StepShape) => s.headRows;
     this.argmaxRows = argmaxRowsOp(rt, { logits: target.logits, out: this.picks, V, rows });
     this.accept = specAcceptOp(rt, { params: targetSampler.params, p: targetSampler.scratch, q: this.qRows, tokens: target.tokens, out: this.result, V });
@@ -121,13 +121,13 @@ export class Speculator {
     const first = this.targetSeq.prefill(ids, targetPick)!;
     this.draftSeq.prefill(ids, null);
     let x = await first;
-    // the draft's prompt pass belongs to the time to the first token, not to the decoding after it
+    c.check();
+    if (c.signal?.aborted) return done('abort', performance.now());
+    let delivered = 1;
+    let r = sink(x); // delivered at once; the draft's prompt pass may still be running
+    // that pass belongs to the prompt phase (timings), not to the decoding after it
     await t.rt.device.queue.onSubmittedWorkDone();
     const firstTokenAt = performance.now();
-    c.check();
-    if (c.signal?.aborted) return done('abort', firstTokenAt);
-    let delivered = 1;
-    let r = sink(x);
     if (r) return done(r, firstTokenAt);
 
     let kNow = this.k;
