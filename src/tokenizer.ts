@@ -1,6 +1,7 @@
 import { Tokenizer } from '@huggingface/tokenizers';
 import type { ModelSource } from './source/types.ts';
 import { NibbleError } from './errors.ts';
+import { parseJsonText } from './util/json.ts';
 
 /**
  * The model's tokenizer: transformers.js's own (@huggingface/tokenizers), built from the
@@ -102,11 +103,7 @@ export class StreamDecoder {
 }
 
 function parseJson(s: string, file: string): object {
-  try {
-    const v = JSON.parse(s);
-    if (typeof v !== 'object' || v === null) throw new NibbleError('bad-config', 'not an object');
-    return v;
-  } catch (e) {
-    throw new NibbleError('bad-config', `${file} is not valid JSON: ${(e as Error).message}`, { cause: e });
-  }
+  const v = parseJsonText(s, file);
+  if (typeof v !== 'object' || v === null) throw new NibbleError('bad-config', `${file} is not valid JSON: not an object`);
+  return v;
 }

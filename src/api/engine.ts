@@ -207,9 +207,7 @@ export class Engine {
     this.sampler?.destroy();
     this.model.destroy();
     this.draft?.model.destroy();
-    // the runtime's own buffers: the step uniform and the placeholder of optional bindings
-    this.rt.step.destroy();
-    this.rt.dummyBuffer.destroy();
+    this.rt.destroy();
   }
 
   /** Entry points: refuse new work on a disposed or broken engine. */

@@ -6,6 +6,7 @@
  */
 import { createGpuContext, type GpuContext } from '../gpu/context.ts';
 import { NibbleError, show } from '../errors.ts';
+import { parseJsonText } from '../util/json.ts';
 import { Runtime } from '../kernels/runtime.ts';
 import { openCheckpoint, type TensorInfo } from '../loader/safetensors.ts';
 import { parseConfig, type LlamaConfig } from '../model/config.ts';
@@ -44,12 +45,7 @@ export interface LoadedEngine {
 }
 
 async function readJson(source: ModelSource, file: string, whose: string, signal?: AbortSignal): Promise<unknown> {
-  const text = await source.text(file, signal);
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw new NibbleError('bad-config', `${whose}${file} in ${source.description} is not valid JSON: ${(e as Error).message}`, { cause: e });
-  }
+  return parseJsonText(await source.text(file, signal), `${whose}${file} in ${source.description}`);
 }
 
 /** config.json (+ generation_config.json), parsed: every architecture check runs here, before any download. */
@@ -210,8 +206,7 @@ export async function loadEngine(model: string | ModelSource, opts: LoadOptions)
     progress.done();
   } catch (e) {
     // a failed load leaves nothing allocated: the runtime's own buffers go too
-    rt.step.destroy();
-    rt.dummyBuffer.destroy();
+    rt.destroy();
     throw e;
   } finally {
     progress.detach();

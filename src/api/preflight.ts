@@ -18,6 +18,7 @@ import { DEFAULT_HOST_MEMORY_BUDGET } from '../loader/weights.ts';
 import { ropeInvFreq, type LlamaConfig } from '../model/config.ts';
 import { modelDims } from '../model/llama.ts';
 import { kvCacheBytes } from '../kernels/ops.ts';
+import { bufferSize } from '../kernels/runtime.ts';
 import { architectureOf } from '../model/architecture.ts';
 import type { BindingLimits } from '../model/spec.ts';
 import { getFormat } from '../quant/format.ts';
@@ -71,7 +72,6 @@ interface Sized {
 }
 
 /** The size Runtime.buffer allocates for `n` bytes. */
-const alloc = (n: number) => Math.max(16, Math.ceil(n / 16) * 16);
 
 export { modelDims };
 
@@ -80,7 +80,7 @@ function modelBuffers(m: PreflightModel, load: PreflightLoad, prefix: string, li
   const { cfg } = m;
   const { ctx, maxBatch: B, maxLogitRows } = modelDims(cfg, m);
   const out: Sized[] = [];
-  const add = (label: string, bytes: number, kind: Sized['kind']) => out.push({ label: prefix + label, bytes: alloc(bytes), kind });
+  const add = (label: string, bytes: number, kind: Sized['kind']) => out.push({ label: prefix + label, bytes: bufferSize(bytes), kind });
   let weightBytes = 0;
   const chunkBytes = Math.min(load.hostMemoryBudget ?? DEFAULT_HOST_MEMORY_BUDGET, Math.max(1 << 16, load.chunkBytes ?? DEFAULT_CHUNK_BYTES));
   const staging: number[] = [];
@@ -88,7 +88,7 @@ function modelBuffers(m: PreflightModel, load: PreflightLoad, prefix: string, li
   for (const w of architectureOf(cfg).describeWeights(cfg, m.tensors, m.plan, limits).all) {
     if (w.kind === 'vector') {
       add(w.label, w.cols * 4, 'weights');
-      weightBytes += alloc(w.cols * 4);
+      weightBytes += bufferSize(w.cols * 4);
       continue;
     }
     const f = getFormat(w.format)!;
@@ -127,16 +127,21 @@ function modelBuffers(m: PreflightModel, load: PreflightLoad, prefix: string, li
   add('logits', maxLogitRows * V * 4, 'scratch');
   add('rope_cos_sin', ctx * ropeInvFreq(cfg).length * 2 * 4, 'scratch');
   for (let i = 0; i < 4; i++) add(`token_readback${i}`, 16, 'scratch');
-  if (m.samplerRows > 0) {
-    add('sample_params', SAMPLE_PARAMS_BYTES, 'scratch');
-    add('sample_counts', V * 4, 'scratch');
-    add('sample_scratch', m.samplerRows * V * 4, 'scratch');
-    add('sample_bias', MAX_LOGIT_BIAS * 8, 'scratch');
-  }
+  // a GpuSampler (generate/sampler.ts) of `rows` logit rows
+  const sampler = (prefix: string, rows: number) => {
+    add(`${prefix}sample_params`, SAMPLE_PARAMS_BYTES, 'scratch');
+    add(`${prefix}sample_counts`, V * 4, 'scratch');
+    add(`${prefix}sample_scratch`, rows * V * 4, 'scratch');
+    add(`${prefix}sample_bias`, MAX_LOGIT_BIAS * 8, 'scratch');
+  };
+  if (m.samplerRows > 0) sampler('', m.samplerRows);
   if (m.draftTokens) {
+    // the Speculator (generate/speculative.ts): the draft's sampler, q rows, picks, result, readback
+    sampler('spec_draft_', 1);
     add('spec_q', m.draftTokens * V * 4, 'scratch');
     add('spec_picks', (m.draftTokens + 1) * 4, 'scratch');
     add('spec_result', 16, 'scratch');
+    add('spec_readback', (2 * m.draftTokens + 2) * 4, 'scratch');
   }
   return { buffers: out, weightBytes };
 }
@@ -246,13 +251,8 @@ export function preflight(models: PreflightModel[], load: PreflightLoad, limits:
   );
 }
 
-/** Rough bits per weight of a format, to order the alternatives. */
+/** Bits per weight of a format (its layout of a 64 × 4096 weight), to order the alternatives. */
 function formatBits(f: string): number {
-  if (f === 'f32') return 32;
-  if (f === 'f16') return 16;
-  if (f.startsWith('int8')) return 8.5;
-  if (f === 'nf4') return 4.5;
-  if (f === 'nf4-dq') return 4.13;
   const l = getFormat(f)?.layout?.(64, 4096);
   return l ? (l.bytes * 8) / (64 * 4096) : 32;
 }

@@ -2,6 +2,11 @@ import type { GpuContext } from '../gpu/context.ts';
 import { NibbleError } from '../errors.ts';
 import { COMMON_WGSL, STEP_BYTES, encodeStep } from './uniforms.ts';
 
+/** The bytes Runtime.buffer allocates for `size`: whole 16-byte units, at least 16 (storage bindings must not be empty). */
+export function bufferSize(size: number): number {
+  return Math.max(16, Math.ceil(size / 16) * 16);
+}
+
 const DIRECTIVE = /^\s*(enable|requires|diagnostic)\b[^;]*;\s*$/;
 
 /**
@@ -162,9 +167,16 @@ export class Runtime {
     return { key, desc: { label: `${name}:${entryPoint}`, layout: 'auto', compute: { module, entryPoint, constants: c } } };
   }
 
+  /** Frees the runtime's own buffers (the step uniform, the placeholder of optional bindings). */
+  destroy(): void {
+    this.step.destroy();
+    this.dummy?.destroy();
+    this.dummy = null;
+  }
+
   buffer(size: number, label: string, usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC): GPUBuffer {
     // WebGPU wants sizes that are multiples of 4; storage bindings must not be empty.
-    const s = Math.max(16, Math.ceil(size / 16) * 16);
+    const s = bufferSize(size);
     const limit = Math.min(this.ctx.limits.maxBufferSize, this.ctx.limits.maxStorageBufferBindingSize);
     if (s > limit) {
       throw new NibbleError(

@@ -11,6 +11,7 @@ import { NibbleError } from '../errors.ts';
 import type { TensorInfo } from '../loader/safetensors.ts';
 import { VECTOR_FORMAT, type LoadedWeights, type WeightSpec } from '../loader/weights.ts';
 import { getFormat, type GpuWeight, type SplitWeight } from '../quant/format.ts';
+import { bufferSize } from '../kernels/runtime.ts';
 import { formatFor, formatForFused, type QuantPlan } from '../quant/plan.ts';
 import { tensorNames } from './checkpoint.ts';
 import type { LlamaConfig } from './config.ts';
@@ -62,10 +63,9 @@ export interface LlamaWeights {
 }
 
 /** Rows of one part are a multiple of this. */
-export const PART_ROW_MULTIPLE = 64;
+const PART_ROW_MULTIPLE = 64;
 
 /** The size Runtime.buffer allocates for `n` bytes. */
-const alloc = (n: number) => Math.max(16, Math.ceil(n / 16) * 16);
 
 /**
  * Rows per part of a rows × cols weight in `format`: all of them when every buffer of the weight
@@ -75,7 +75,7 @@ const alloc = (n: number) => Math.max(16, Math.ceil(n / 16) * 16);
 export function partRows(format: string, rows: number, cols: number, limit: number): number {
   const layout = getFormat(format)?.layout;
   if (!layout) return rows;
-  const fits = (r: number) => layout(r, cols).buffers.every((b) => alloc(b) <= limit);
+  const fits = (r: number) => layout(r, cols).buffers.every((b) => bufferSize(b) <= limit);
   if (fits(rows)) return rows;
   let lo = 0; // multiples of 64 rows known to fit
   let hi = Math.ceil(rows / PART_ROW_MULTIPLE); // known not to fit

@@ -19,7 +19,7 @@
  */
 import { NibbleError, type NibbleErrorCode } from '../errors.ts';
 import type { ChatCompletionChunk, ChatCompletionRequest, CompletionChunk, CompletionRequest } from '../api/openai.ts';
-import type { EngineInfo, GenerateOptions, GenerateResult, LoadOptions } from '../api/engine.ts';
+import type { EngineInfo, GenerateOptions, LoadOptions } from '../api/engine.ts';
 
 export const PROTOCOL_VERSION = 1;
 
@@ -70,7 +70,6 @@ export type Reply =
   | { kind: 'error'; id: number; error: WireError };
 
 export type LoadReply = { engine: number; info: EngineInfo };
-export type GenerateReply = GenerateResult;
 
 export function toWireError(e: unknown): WireError {
   if (e instanceof NibbleError) return { name: e.name, message: e.message, code: e.code, stack: e.stack };
