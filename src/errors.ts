@@ -42,3 +42,13 @@ export function show(v: unknown): string {
   if (typeof v === 'function') return 'a function';
   return `a ${(v as object).constructor?.name ?? 'object'}`;
 }
+
+/** The 'aborted' error of an operation on `what` whose signal fired. */
+export function abortedError(signal: AbortSignal | undefined, what: string): NibbleError {
+  return new NibbleError('aborted', `${what}: aborted`, { cause: signal?.reason });
+}
+
+/** Throws abortedError when `signal` has fired. */
+export function throwIfAborted(signal: AbortSignal | undefined, what: string): void {
+  if (signal?.aborted) throw abortedError(signal, what);
+}

@@ -4,15 +4,12 @@
  */
 import { open, readFile, stat } from 'node:fs/promises';
 import * as nodePath from 'node:path';
-import { NibbleError } from '../errors.ts';
+import { NibbleError, throwIfAborted } from '../errors.ts';
 import type { FileMetadata, ModelSource } from '../source/types.ts';
 
 /** Positional reads are issued in chunks this big, checking the abort signal between them. */
 const READ_CHUNK = 16 * 1024 * 1024;
 
-function throwIfAborted(signal: AbortSignal | undefined, what: string): void {
-  if (signal?.aborted) throw new NibbleError('aborted', `${what}: aborted`, { cause: signal.reason });
-}
 
 function errno(e: unknown): string | undefined {
   return (e as NodeJS.ErrnoException | undefined)?.code;

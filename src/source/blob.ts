@@ -2,13 +2,10 @@
  * BlobSource: model files the user picked in the browser (`<input type="file" webkitdirectory>`,
  * drag and drop, or the File System Access API), or any Blobs keyed by path.
  */
-import { NibbleError } from '../errors.ts';
+import { NibbleError, throwIfAborted } from '../errors.ts';
 import { pickedFiles } from '../util/model-input.ts';
 import type { FileMetadata, ModelSource } from './types.ts';
 
-function throwIfAborted(signal: AbortSignal | undefined, what: string): void {
-  if (signal?.aborted) throw new NibbleError('aborted', `${what}: aborted`, { cause: signal.reason });
-}
 
 export class BlobSource implements ModelSource {
   readonly description: string;

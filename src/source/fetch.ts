@@ -18,7 +18,7 @@
  *   from byte 0 on a retry.
  * What a source adds on top (its URL layout, headers, error wording) comes in through `ReadHooks`.
  */
-import { NibbleError } from '../errors.ts';
+import { abortedError, NibbleError } from '../errors.ts';
 import { discard, parseContentRange, parseLength } from './http.ts';
 
 export interface RetryOptions {
@@ -70,10 +70,6 @@ export function isTransient(e: unknown): boolean {
   return e instanceof Error && retryable.has(e);
 }
 
-export function aborted(signal: AbortSignal | undefined, what: string): NibbleError {
-  return new NibbleError('aborted', `${what}: aborted`, { cause: signal?.reason });
-}
-
 export function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
   if (ms <= 0) return Promise.resolve();
   return new Promise((resolve, reject) => {
@@ -84,7 +80,7 @@ export function sleep(ms: number, signal: AbortSignal | undefined): Promise<void
     }
     function onAbort() {
       clearTimeout(t);
-      reject(aborted(signal, 'retry wait'));
+      reject(abortedError(signal, 'retry wait'));
     }
     signal?.addEventListener('abort', onAbort, { once: true });
   });
@@ -98,6 +94,11 @@ export function retryAfterMs(res: Response, now = Date.now()): number | undefine
   return Number.isFinite(ms) ? Math.min(MAX_RETRY_AFTER_MS, Math.max(0, ms)) : undefined;
 }
 
+/** Statuses worth another attempt: 5xx (but 501: not implemented, e.g. HEAD), 408, 429. */
+export function isTransientStatus(s: number): boolean {
+  return (s >= 500 && s !== 501) || s === 408 || s === 429;
+}
+
 /**
  * The error for a non-ok status that a source has no wording of its own for: transient for 5xx, 408
  * and 429 (with the server's Retry-After), permanent for the other 4xx. Releases the body.
@@ -106,7 +107,7 @@ export function statusFailure(res: Response, method: string, url: string): Nibbl
   discard(res);
   const s = res.status;
   const msg = `HTTP ${s}${res.statusText ? ' ' + res.statusText : ''} for ${method} ${url}`;
-  if ((s >= 500 && s !== 501) || s === 408 || s === 429) return transient(msg, undefined, s === 429 || s === 503 ? retryAfterMs(res) : undefined);
+  if (isTransientStatus(s)) return transient(msg, undefined, s === 429 || s === 503 ? retryAfterMs(res) : undefined);
   return new NibbleError('network', msg);
 }
 
@@ -200,12 +201,12 @@ export class HttpClient {
   ): Promise<T> {
     let failures = 0;
     for (;;) {
-      if (signal?.aborted) throw aborted(signal, what);
+      if (signal?.aborted) throw abortedError(signal, what);
       let progressed = false;
       try {
         return await attempt(() => (progressed = true));
       } catch (e) {
-        if (signal?.aborted) throw aborted(signal, what);
+        if (signal?.aborted) throw abortedError(signal, what);
         if (!isTransient(e)) throw e;
         const err = e as NibbleError;
         failures = progressed ? 0 : failures + 1;
@@ -258,7 +259,7 @@ export class HttpClient {
 
   /** A fetch or body failure: the caller's abort, a stall, or a network error (both transient). */
   fetchError(e: unknown, dog: Watchdog, signal: AbortSignal | undefined, what: string): NibbleError {
-    if (signal?.aborted) return aborted(signal, what);
+    if (signal?.aborted) return abortedError(signal, what);
     if (dog.stalled) return transient(`${what}: timed out (no data for ${this.stallTimeoutMs} ms)`, e);
     return transient(`${what} failed: ${(e as Error)?.message ?? String(e)}`, e);
   }

@@ -15,8 +15,8 @@
  *   private: pass a token".
  */
 import { discard, parseLength } from './http.ts';
-import { NibbleError } from '../errors.ts';
-import { aborted, HttpClient, statusFailure, transient, type FetchStats, type ReadHooks, type RetryOptions } from './fetch.ts';
+import { NibbleError, throwIfAborted } from '../errors.ts';
+import { HttpClient, statusFailure, transient, type FetchStats, type ReadHooks, type RetryOptions } from './fetch.ts';
 import { parseEtag, type FileMetadata, type ModelSource } from './types.ts';
 
 export interface HubSourceOptions extends RetryOptions {
@@ -157,7 +157,7 @@ export class HubSource implements ModelSource {
       throw new NibbleError('bad-argument', `range(${path}, ${start}, ${end}): need integers 0 <= start <= end`);
     }
     if (end === start) {
-      if (signal?.aborted) throw aborted(signal, path);
+      throwIfAborted(signal, path);
       return new Uint8Array(0);
     }
     return this.http.readRange(`GET ${this.url(path)} [${start}, ${end})`, start, end, this.hooks(path), signal);

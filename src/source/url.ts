@@ -12,8 +12,8 @@
  * host's HTML fallback.
  */
 import { parseContentRange, parseLength, discard } from './http.ts';
-import { NibbleError } from '../errors.ts';
-import { aborted, HttpClient, statusFailure, type FetchStats, type ReadHooks, type RetryOptions } from './fetch.ts';
+import { NibbleError, throwIfAborted } from '../errors.ts';
+import { HttpClient, isTransientStatus, statusFailure, type FetchStats, type ReadHooks, type RetryOptions } from './fetch.ts';
 import { parseEtag, type FileMetadata, type ModelSource } from './types.ts';
 
 export interface UrlSourceOptions extends RetryOptions {
@@ -23,9 +23,6 @@ export interface UrlSourceOptions extends RetryOptions {
   headers?: Record<string, string>;
 }
 
-function throwIfAborted(signal: AbortSignal | undefined, what: string): void {
-  if (signal?.aborted) throw aborted(signal, what);
-}
 
 /** Whether `path` names an HTML file (the only files an HTML answer is right for). */
 function wantsHtml(path: string): boolean {
@@ -97,7 +94,7 @@ export class UrlSource implements ModelSource {
     throwIfAborted(signal, url);
     return this.http.retry(what, signal, () =>
       this.http.exchange(url, { method, headers: { ...this.headers, ...extra } }, what, signal, (res, dog) => {
-        if (!res.ok && retriedStatus(res.status)) throw statusFailure(res, method, url);
+        if (!res.ok && isTransientStatus(res.status)) throw statusFailure(res, method, url);
         return use(res, () => this.http.body(res, dog, what, signal));
       }),
     );
@@ -234,7 +231,3 @@ export class UrlSource implements ModelSource {
   }
 }
 
-/** Statuses a request retries (the transient ones of `statusFailure`; a HEAD's 501 falls back to a GET). */
-function retriedStatus(s: number): boolean {
-  return (s >= 500 && s !== 501) || s === 408 || s === 429;
-}
