@@ -1,7 +1,9 @@
 import { closeSync, createWriteStream, existsSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { f32BitsToF16 } from '../src/node/safetensors-writer.ts';
+import { encodeF32Into, f32ToF16 } from '../src/node/safetensors-writer.ts';
+import { f16ToF32, toF32 } from '../src/util/dtype.ts';
+import { parseSafetensorsHeader, type DType } from '../src/loader/safetensors.ts';
 
 /**
  * A GGUF writer for the peer benchmark (bench/peer/): a Hugging Face Llama-family folder
@@ -61,22 +63,8 @@ export function rowBytes(type: GgufTensorType, n: number): number {
   }
 }
 
-const f32s = new Float32Array(1);
-const u32s = new Uint32Array(f32s.buffer);
-const f16bits = (x: number) => {
-  f32s[0] = x;
-  return f32BitsToF16(u32s[0]!);
-};
-
-/** f16 bits → number. */
-export function f16ToNumber(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
-}
+/** The f16 block scale at byte `at` of a Q8_0 / Q4_0 row. */
+const blockScale = (bytes: Uint8Array, at: number) => f16ToF32(bytes.subarray(at, at + 2))[0]!;
 
 /** ggml's quantize_row_q8_0_ref: per 32 weights, d = absmax / 127 (f16), q = round(x / d). */
 export function quantizeQ8_0(x: Float32Array): Uint8Array {
@@ -89,7 +77,7 @@ export function quantizeQ8_0(x: Float32Array): Uint8Array {
     for (let j = 0; j < QK; j++) amax = Math.max(amax, Math.abs(x[b * QK + j]!));
     const d = Math.fround(amax / 127);
     const id = d ? Math.fround(1 / d) : 0;
-    dv.setUint16(b * 34, f16bits(d), true);
+    dv.setUint16(b * 34, f32ToF16(d), true);
     for (let j = 0; j < QK; j++) {
       // roundf: half away from zero
       const v = Math.fround(x[b * QK + j]! * id);
@@ -120,7 +108,7 @@ export function quantizeQ4_0(x: Float32Array): Uint8Array {
     }
     const d = Math.fround(max / -8);
     const id = d ? Math.fround(1 / d) : 0;
-    dv.setUint16(b * 18, f16bits(d), true);
+    dv.setUint16(b * 18, f32ToF16(d), true);
     for (let j = 0; j < QK / 2; j++) {
       const x0 = Math.fround(x[b * QK + j]! * id);
       const x1 = Math.fround(x[b * QK + QK / 2 + j]! * id);
@@ -137,16 +125,13 @@ export function dequantizeRow(type: GgufTensorType, bytes: Uint8Array, n: number
   const out = new Float32Array(n);
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (type === 'F32') return new Float32Array(bytes.slice(0, 4 * n).buffer);
-  if (type === 'F16') {
-    for (let i = 0; i < n; i++) out[i] = f16ToNumber(dv.getUint16(2 * i, true));
-    return out;
-  }
+  if (type === 'F16') return f16ToF32(bytes.subarray(0, 2 * n));
   for (let b = 0; b < n / QK; b++) {
     if (type === 'Q8_0') {
-      const d = f16ToNumber(dv.getUint16(b * 34, true));
+      const d = blockScale(bytes, b * 34);
       for (let j = 0; j < QK; j++) out[b * QK + j] = d * dv.getInt8(b * 34 + 2 + j);
     } else {
-      const d = f16ToNumber(dv.getUint16(b * 18, true));
+      const d = blockScale(bytes, b * 18);
       for (let j = 0; j < QK / 2; j++) {
         const q = bytes[b * 18 + 2 + j]!;
         out[b * QK + j] = d * ((q & 0xf) - 8);
@@ -163,10 +148,9 @@ export function encodeRow(type: GgufTensorType, x: Float32Array): Uint8Array {
     case 'F32':
       return new Uint8Array(x.buffer.slice(x.byteOffset, x.byteOffset + x.byteLength));
     case 'F16': {
-      const out = new Uint16Array(x.length);
-      const bits = new Uint32Array(x.buffer, x.byteOffset, x.length);
-      for (let i = 0; i < x.length; i++) out[i] = f32BitsToF16(bits[i]!);
-      return new Uint8Array(out.buffer);
+      const out = new Uint8Array(2 * x.length);
+      encodeF32Into(x, 'F16', out);
+      return out;
     }
     case 'Q8_0':
       return quantizeQ8_0(x);
@@ -343,7 +327,7 @@ export function ggufHeader(kv: [string, GgufValue][], tensors: GgufTensorInfo[])
 
 interface StEntry {
   file: string;
-  dtype: string;
+  dtype: DType;
   shape: number[];
   /** Absolute byte range in the file. */
   begin: number;
@@ -366,11 +350,9 @@ function readSafetensorsIndex(dir: string): Map<string, StEntry> {
     const path = join(dir, f);
     const head = readRange(path, 0, 8);
     const n = Number(new DataView(head.buffer, head.byteOffset).getBigUint64(0, true));
-    const json = JSON.parse(new TextDecoder().decode(readRange(path, 8, 8 + n))) as Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>;
-    for (const [name, t] of Object.entries(json)) {
-      if (name === '__metadata__') continue;
-      out.set(name, { file: path, dtype: t.dtype, shape: t.shape, begin: 8 + n + t.data_offsets[0], end: 8 + n + t.data_offsets[1] });
-    }
+    // the loader's parser: it validates dtypes, shapes and offsets against the file size
+    const { tensors } = parseSafetensorsHeader(readRange(path, 0, 8 + n), statSync(path).size, f);
+    for (const t of tensors.values()) out.set(t.name, { file: path, dtype: t.dtype, shape: t.shape, begin: t.start, end: t.end });
   }
   return out;
 }
@@ -391,21 +373,6 @@ function readRange(path: string, begin: number, end: number): Uint8Array {
   }
 }
 
-function toF32(bytes: Uint8Array, dtype: string): Float32Array {
-  const n = bytes.length / (dtype === 'F32' ? 4 : 2);
-  if (dtype === 'F32') return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
-  const src = new Uint16Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
-  const out = new Float32Array(n);
-  if (dtype === 'BF16') {
-    const o = new Uint32Array(out.buffer);
-    for (let i = 0; i < n; i++) o[i] = src[i]! << 16;
-  } else if (dtype === 'F16') {
-    for (let i = 0; i < n; i++) out[i] = f16ToNumber(src[i]!);
-  } else {
-    throw new Error(`gguf: unsupported safetensors dtype ${dtype}`);
-  }
-  return out;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Tokenizer

@@ -152,9 +152,9 @@ export interface BenchReport {
   peers?: (BenchPeerRow | BenchPeerSkip)[];
 }
 
-const median = (a: number[]) => {
+export const median = (a: number[]) => {
   const s = [...a].sort((x, y) => x - y);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
 
 /** n pseudo-random token ids (an LCG from `seed`), skipping the usual special ids 0..2. */
@@ -368,7 +368,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   }
 }
 
-const fmt = (x: number | null | undefined, digits: number) => (x === null || x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(digits));
+export const fmt = (x: number | null | undefined, digits: number) => (x === null || x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(digits));
 
 /** The rows as a markdown table (draft columns only when there are speculative rows). */
 export function benchTable(rows: BenchRow[]): string {

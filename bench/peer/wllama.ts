@@ -6,7 +6,7 @@ import type { RuntimeHost } from '../../src/node/host.ts';
 import { repoRoot } from '../../src/node/paths.ts';
 import { NibbleError } from '../../src/errors.ts';
 import { convertToGguf, ggufIsFresh, planGguf, type GgufTensorType } from '../gguf.ts';
-import type { EngineRowFields } from '../harness.ts';
+import { fmt, median, type EngineRowFields } from '../harness.ts';
 
 /**
  * The peer in the same run (`nibble bench --peer wllama`): llama.cpp compiled to WebAssembly
@@ -229,10 +229,19 @@ export interface PeerRunOptions {
   onRecord?: (r: BenchPeerRow | BenchPeerSkip) => void;
 }
 
-const median = (a: number[]) => {
-  const s = [...a].sort((x, y) => x - y);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
+
+/** Bytes and elements of a GGUF conversion's matrices, and its F16 fallbacks (planned once per type: it reads config, tokenizer and headers). */
+function matrixSize(modelDir: string, type: GgufTensorType): { bytes: number; elems: number; fallbacks: number } {
+  let bytes = 0;
+  let elems = 0;
+  const plan = planGguf(resolve(modelDir), type);
+  for (const t of plan.tensors) {
+    if (t.info.ne.length < 2) continue;
+    bytes += t.info.bytes;
+    elems += t.info.ne.reduce((a, b) => a * b, 1);
+  }
+  return { bytes, elems, fallbacks: plan.fallbacks.length };
+}
 
 /** Runs the peer rows in `host`'s browser (a host started with `peerMounts()` and crossOriginIsolated). */
 export async function runWllamaPeer(host: RuntimeHost, o: PeerRunOptions): Promise<(BenchPeerRow | BenchPeerSkip)[]> {
@@ -248,7 +257,11 @@ export async function runWllamaPeer(host: RuntimeHost, o: PeerRunOptions): Promi
   for (const f of o.formats) if (!(f in PEER_FORMATS)) say(`bench: peer: nibble format ${f} has no GGUF match (f32 ↔ F32, int8 ↔ Q8_0, nf4 ↔ Q4_0): skipped`);
   const types = formats.map((f) => PEER_FORMATS[f]!);
   const files = new Map<GgufTensorType, string>();
-  for (const t of types) files.set(t, await ensureGguf(o.modelDir, t, o.ggufDir, say));
+  const matrices = new Map<GgufTensorType, ReturnType<typeof matrixSize>>();
+  for (const t of types) {
+    files.set(t, await ensureGguf(o.modelDir, t, o.ggufDir, say));
+    matrices.set(t, matrixSize(o.modelDir, t));
+  }
   const peer = await WllamaPeer.open(host);
   try {
     const info = await peer.info();
@@ -318,14 +331,7 @@ export async function runWllamaPeer(host: RuntimeHost, o: PeerRunOptions): Promi
             say(`bench: peer: ${tag}: decode run ${i + 1}/${o.runs}: ${t.predicted_n} tokens, ${tps.toFixed(2)} tok/s`);
           }
           const decodeTps = median(decode);
-          const plan = planGguf(resolve(o.modelDir), type);
-          let wBytes = 0;
-          let wElems = 0;
-          for (const t of plan.tensors) {
-            if (t.info.ne.length < 2) continue;
-            wBytes += t.info.bytes;
-            wElems += t.info.ne.reduce((a, b) => a * b, 1);
-          }
+          const { bytes: wBytes, elems: wElems, fallbacks } = matrices.get(type)!;
           const p64 = prefill.get(64) ?? null;
           const p512 = prefill.get(512) ?? null;
           const nib = o.nibble.find((r) => r.format === nibbleFormat);
@@ -351,7 +357,7 @@ export async function runWllamaPeer(host: RuntimeHost, o: PeerRunOptions): Promi
             prefill512TokensPerSecond: p512,
             decodeTokensPerSecond: decodeTps,
             msPerToken: decodeTps > 0 ? 1000 / decodeTps : Infinity,
-            f16Fallbacks: plan.fallbacks.length,
+            f16Fallbacks: fallbacks,
             nibbleRatio: nib
               ? { prefill64: ratio(nib.prefill64TokensPerSecond, p64), prefill512: ratio(nib.prefill512TokensPerSecond, p512), decode: ratio(nib.decodeTokensPerSecond, decodeTps) }
               : null,
@@ -367,7 +373,6 @@ export async function runWllamaPeer(host: RuntimeHost, o: PeerRunOptions): Promi
   return out;
 }
 
-const fmt = (x: number | null | undefined, digits: number) => (x === null || x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(digits));
 const ratioCell = (x: number | null | undefined) => (x == null || !Number.isFinite(x) ? '–' : x >= 0.995 ? `${x.toFixed(2)}×` : `${x.toFixed(3)}×`);
 
 /**

@@ -1,6 +1,7 @@
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { modelsDir, repoRoot } from '../../src/node/paths.ts';
+import { buildSafetensors } from './safetensors-build.ts';
 
 /**
  * Broken copies of stories260K for error-path tests, written under .cache/test-models/<name>
@@ -24,33 +25,32 @@ export function editJson(file: string, f: (j: Record<string, unknown>) => void):
   writeFileSync(file, JSON.stringify(j, null, 2));
 }
 
-/** Rewrites model.safetensors without one tensor (header and data stay consistent). */
-export function dropTensor(dir: string, name: string): void {
+interface Tensor {
+  name: string;
+  dtype: string;
+  shape: number[];
+  data: Buffer;
+}
+
+/** Rewrites model.safetensors tensor by tensor (`edit` returns the tensor to write, or null to drop it), metadata kept. */
+function rewrite(dir: string, edit: (t: Tensor) => Tensor | null): void {
   const file = join(dir, 'model.safetensors');
   const buf = readFileSync(file);
   const n = Number(buf.readBigUInt64LE(0));
-  const header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8')) as Record<string, { data_offsets: [number, number] } & Record<string, unknown>>;
+  const header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8')) as Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>;
   const data = buf.subarray(8 + n);
-  const out: Buffer[] = [];
-  const newHeader: Record<string, unknown> = {};
-  let off = 0;
-  for (const [k, v] of Object.entries(header)) {
-    if (k === name) continue;
-    if (k === '__metadata__') {
-      newHeader[k] = v;
-      continue;
-    }
-    const [a, b] = v.data_offsets;
-    out.push(data.subarray(a, b));
-    newHeader[k] = { ...v, data_offsets: [off, off + (b - a)] };
-    off += b - a;
+  const tensors: Tensor[] = [];
+  for (const [name, v] of Object.entries(header)) {
+    if (name === '__metadata__') continue;
+    const t = edit({ name, dtype: v.dtype, shape: v.shape, data: Buffer.from(data.subarray(...v.data_offsets)) });
+    if (t) tensors.push(t);
   }
-  let h = Buffer.from(JSON.stringify(newHeader), 'utf8');
-  const pad = (8 - (h.length % 8)) % 8;
-  h = Buffer.concat([h, Buffer.alloc(pad, 0x20)]);
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(h.length));
-  writeFileSync(file, Buffer.concat([len, h, ...out]));
+  writeFileSync(file, buildSafetensors(tensors, { metadata: header.__metadata__ }));
+}
+
+/** Rewrites model.safetensors without one tensor (header and data stay consistent). */
+export function dropTensor(dir: string, name: string): void {
+  rewrite(dir, (t) => (t.name === name ? null : t));
 }
 
 /**
@@ -58,32 +58,7 @@ export function dropTensor(dir: string, name: string): void {
  * the shape stays; null keeps it), recomputing the offsets.
  */
 export function rewriteTensors(dir: string, edit: (name: string, dtype: string, data: Buffer, shape: number[]) => { dtype: string; data: Buffer } | null): void {
-  const file = join(dir, 'model.safetensors');
-  const buf = readFileSync(file);
-  const n = Number(buf.readBigUInt64LE(0));
-  const header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8')) as Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] } & Record<string, unknown>>;
-  const data = buf.subarray(8 + n);
-  const out: Buffer[] = [];
-  const newHeader: Record<string, unknown> = {};
-  let off = 0;
-  for (const [k, v] of Object.entries(header)) {
-    if (k === '__metadata__') {
-      newHeader[k] = v;
-      continue;
-    }
-    const [a, b] = v.data_offsets;
-    const orig = Buffer.from(data.subarray(a, b));
-    const r = edit(k, v.dtype, orig, v.shape) ?? { dtype: v.dtype, data: orig };
-    out.push(r.data);
-    newHeader[k] = { ...v, dtype: r.dtype, data_offsets: [off, off + r.data.length] };
-    off += r.data.length;
-  }
-  let h = Buffer.from(JSON.stringify(newHeader), 'utf8');
-  const pad = (8 - (h.length % 8)) % 8;
-  h = Buffer.concat([h, Buffer.alloc(pad, 0x20)]);
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(h.length));
-  writeFileSync(file, Buffer.concat([len, h, ...out]));
+  rewrite(dir, (t) => ({ ...t, ...(edit(t.name, t.dtype, t.data, t.shape) ?? {}) }));
 }
 
 /** F32 bytes → BF16 (truncated) or F16 (round to nearest) bytes. */

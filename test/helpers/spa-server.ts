@@ -49,6 +49,24 @@ async function listen(server: Server, requests: TestServer['requests']): Promise
  * files of `root` to pretend are not there.
  */
 export function startSpaServer(root: string, opts: { htmlType?: boolean; missing?: string[] } = {}): Promise<TestServer> {
+  return fileServer(root, opts.missing ?? [], (req, res) => {
+    const body = Buffer.from(INDEX_HTML);
+    const h: Record<string, string | number> = { 'Content-Length': body.length };
+    if (opts.htmlType !== false) h['Content-Type'] = 'text/html; charset=utf-8';
+    res.writeHead(200, cors(h));
+    res.end(req.method === 'HEAD' ? undefined : body);
+  });
+}
+
+/**
+ * Serves the files of `root` (Range requests included) with CORS, recording every request; a path
+ * that is missing, listed in `missing`, or holds `..` goes to `onMissing`.
+ */
+function fileServer(
+  root: string,
+  missing: string[],
+  onMissing: (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => void,
+): Promise<TestServer> {
   const requests: TestServer['requests'] = [];
   const server = createServer(async (req, res) => {
     const path = (req.url ?? '/').split('?')[0];
@@ -60,15 +78,8 @@ export function startSpaServer(root: string, opts: { htmlType?: boolean; missing
     } catch {
       return void res.writeHead(400, cors({})).end();
     }
-    let data: Buffer | null = null;
-    if (name && !name.includes('..') && !(opts.missing ?? []).includes(name)) data = await readFile(join(root, name)).catch(() => null);
-    if (!data) {
-      const body = Buffer.from(INDEX_HTML);
-      const h: Record<string, string | number> = { 'Content-Length': body.length };
-      if (opts.htmlType !== false) h['Content-Type'] = 'text/html; charset=utf-8';
-      res.writeHead(200, cors(h));
-      return void res.end(req.method === 'HEAD' ? undefined : body);
-    }
+    const data = name && !name.includes('..') && !missing.includes(name) ? await readFile(join(root, name)).catch(() => null) : null;
+    if (!data) return onMissing(req, res);
     sendBytes(req.method ?? 'GET', req.headers.range, data, res);
   });
   return listen(server, requests);
@@ -90,22 +101,7 @@ function sendBytes(method: string, range: string | undefined, data: Buffer, res:
 
 /** A plain static server over `root` (404 for missing files) recording every request's headers. */
 export function recordedStatic(root: string): Promise<TestServer> {
-  const requests: TestServer['requests'] = [];
-  const server = createServer(async (req, res) => {
-    const path = (req.url ?? '/').split('?')[0];
-    requests.push({ method: req.method ?? 'GET', path, headers: req.headers });
-    if (req.method === 'OPTIONS') return void res.writeHead(204, cors({})).end();
-    let name: string;
-    try {
-      name = decodeURIComponent(path).replace(/^\/+/, '');
-    } catch {
-      return void res.writeHead(400, cors({})).end();
-    }
-    const data = name.includes('..') ? null : await readFile(join(root, name)).catch(() => null);
-    if (!data) return void res.writeHead(404, cors({ 'Content-Type': 'text/plain' })).end('not found');
-    sendBytes(req.method ?? 'GET', req.headers.range, data, res);
-  });
-  return listen(server, requests);
+  return fileServer(root, [], (_req, res) => void res.writeHead(404, cors({ 'Content-Type': 'text/plain' })).end('not found'));
 }
 
 /**
