@@ -109,7 +109,11 @@ export interface GenerateOptions extends SamplingOptions {
 export interface Timings {
   /** Model load, from Engine.load's call to ready (ms). */
   loadMs: number;
-  /** Prompt pass until the first generated token id is on the CPU (ms). */
+  /**
+   * The prompt phase (ms): the prompt pass until the first generated token id is on the CPU, and with
+   * speculative decoding until the draft's prompt pass is done too (the first token is delivered
+   * as soon as it is known; decodeMs starts after both).
+   */
   prefillMs: number;
   /** The rest of generation (ms). */
   decodeMs: number;
