@@ -1,5 +1,5 @@
 // embed.wgsl — token embedding lookup for every weight format. The format's decoder
-// (weight_<format>.wgsl, prepended) supplies CPW, CV, w_load(), w_quad() and w_scale() (see matmul.wgsl);
+// (weight_<format>.wgsl, prepended) supplies CPW, CV, SB, NB, w_load(), w_quad() and w_bscale() (see matmul.wgsl);
 // its buffers start at binding WB = 3 here. With tied embeddings the lookup and the LM head decode
 // the same table with the same decoder, so they see the same numbers.
 //
@@ -36,8 +36,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   // another part's row, or an id ≥ V (zeros, written by the first part)
   if (!valid && (id < V || R0 != 0u)) { return; }
   let row = select(0u, id - R0, valid);
-  let w = w_load(row, c);
-  let s = select(0.0, w_scale(row, c), valid);
+  let w = w_load(row * ((K + CPW - 1u) / CPW) + c);
+  let s = select(0.0, w_bscale(row * NB + c / SB), valid);
   for (var j = 0u; j < CV; j++) {
     let v = w_quad(w, j) * s;
     for (var i = 0u; i < 4u; i++) {

@@ -58,7 +58,7 @@ override YN: u32 = N;  // y's row length: a row part of a split weight writes N 
 override Y0: u32 = 0u; // y column of weight row 0 (the part's first row in the whole weight)
 
 const WB = 5u;     // first binding of the weight's buffers
-const WG = 64u;    // invocations per workgroup
+override WG: u32 = 64u; // invocations per workgroup (≤ 64)
 const R = 4u * RQ; // weight rows per lane group (RQ quads, from linear.ts)
 
 @group(0) @binding(0) var<uniform> step: Step;
@@ -84,7 +84,7 @@ fn store_rows(m: u32, M: u32, n0: u32, acc: vec4<f32>, ss: f32) {
   }
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32,
         @builtin(subgroup_invocation_id) sgl: u32, // @XB
         ) {
@@ -106,21 +106,35 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let x$m = xr0 + min(m0 + $mu, M - 1u);
   let KF = K / CPW;               // whole chunks
   let KC = (K + CPW - 1u) / CPW;  // chunks, the last one partial when K % CPW ≠ 0
+  let rb$q = rr$q * KC;           // each weight row's first chunk
+  let xb$m = x$m * (K / 4u);      // each activation row's first vec4
+  var sc$q = vec4<f32>(0.0);      // @SC the scales of the R rows' current blocks
+  var sb$q = rr$q * NB;           // @SC @R1 the R rows' next scale blocks
+  var sk = 0u;                    // @SC @R1 chunks left in the current scale block
   for (var c = lane; c < KC; c += LANES) {
     let tail = c == KF; // one compare per chunk; only the partial chunk masks its activations
     // the chunk of each of the R weight rows, decoded once for all MR activation rows
-    let w$q_0 = w_decode(w_load(rr$q.x, c));
-    let w$q_1 = w_decode(w_load(rr$q.y, c));
-    let w$q_2 = w_decode(w_load(rr$q.z, c));
-    let w$q_3 = w_decode(w_load(rr$q.w, c));
-    let sc$q = vec4<f32>(w_scale(rr$q.x, c), w_scale(rr$q.y, c), w_scale(rr$q.z, c), w_scale(rr$q.w, c));
+    let w$q_0 = w_decode(w_load(rb$q.x + c));
+    let w$q_1 = w_decode(w_load(rb$q.y + c));
+    let w$q_2 = w_decode(w_load(rb$q.z + c));
+    let w$q_3 = w_decode(w_load(rb$q.w + c));
+    // scales: one lane walks whole blocks, so it loads each block's scales once; lanes that stride
+    // over chunks load the scales of each chunk's block
+    sc$q = vec4<f32>(w_bscale(sb$q.x), w_bscale(sb$q.y), w_bscale(sb$q.z), w_bscale(sb$q.w)); // @SC @R1
+    sk += 1u; // @SC @R1
+    let next = sk == SB; // @SC @R1
+    sb$q += vec4<u32>(select(0u, 1u, next)); // @SC @R1
+    sk = select(sk, 0u, next); // @SC @R1
+    let cb = c / SB; // @SC @RL
+    sc$q = vec4<f32>(w_bscale(rr$q.x * NB + cb), w_bscale(rr$q.y * NB + cb), w_bscale(rr$q.z * NB + cb), w_bscale(rr$q.w * NB + cb)); // @SC @RL
     var g: XC; // the norm weight's chunk, loaded once for all MR rows
     if (NORM) { g = g_load(c * CV); }
     // each activation row's chunk, loaded once for all R weight rows
-    var xv$m = x_load(x$m * (K / 4u) + c * CV);
+    var xv$m = x_load(xb$m + c * CV);
     if (tail) { xv$m = x_mask(xv$m, c * CPW); }
     if (NORM) { ss$m += x_sumsq(xv$m); xv$m = xc_mul(xv$m, g); }
-    acc$m_$q += vec4<f32>(xc_dot(w$q_0, xv$m), xc_dot(w$q_1, xv$m), xc_dot(w$q_2, xv$m), xc_dot(w$q_3, xv$m)) * sc$q;
+    acc$m_$q += vec4<f32>(xc_dot(w$q_0, xv$m), xc_dot(w$q_1, xv$m), xc_dot(w$q_2, xv$m), xc_dot(w$q_3, xv$m)) * sc$q; // @SC
+    acc$m_$q += vec4<f32>(xc_dot(w$q_0, xv$m), xc_dot(w$q_1, xv$m), xc_dot(w$q_2, xv$m), xc_dot(w$q_3, xv$m)); // @NS
   }
   acc$m_$q = lane_sum(acc$m_$q, tid);
   if (NORM) { ss$m = lane_sum(vec4<f32>(ss$m, 0.0, 0.0, 0.0), tid).x; }

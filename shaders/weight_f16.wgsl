@@ -8,15 +8,18 @@
 
 const CPW = 8u;
 const CV = 2u;
+const SCALED = false; // no scale blocks (w_bscale is 1)
+const SB = 1u;
+const NB = 1u;
 
 @group(0) @binding(WB) var<storage, read> codes: array<vec4<u32>>;
 
 alias WC = vec4<u32>;
 
-fn w_load(n: u32, c: u32) -> vec4<u32> { return codes[n * ((K + 7u) / 8u) + c]; }
+fn w_load(i: u32) -> vec4<u32> { return codes[i]; }
 
 fn w_quad(w: vec4<u32>, j: u32) -> vec4<f32> {
   return vec4<f32>(unpack2x16float(w[2u * j]), unpack2x16float(w[2u * j + 1u]));
 }
 
-fn w_scale(n: u32, c: u32) -> f32 { return 1.0; }
+fn w_bscale(b: u32) -> f32 { return 1.0; }

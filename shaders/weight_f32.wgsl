@@ -7,13 +7,16 @@
 
 const CPW = 4u;
 const CV = 1u;
+const SCALED = false; // no scale blocks (w_bscale is 1)
+const SB = 1u;
+const NB = 1u;
 
 @group(0) @binding(WB) var<storage, read> W4: array<vec4<f32>>;
 
 alias WC = vec4<f32>;
 
-fn w_load(n: u32, c: u32) -> vec4<f32> { return W4[n * ((K + 3u) / 4u) + c]; }
+fn w_load(i: u32) -> vec4<f32> { return W4[i]; }
 
 fn w_quad(w: vec4<f32>, j: u32) -> vec4<f32> { return w; }
 
-fn w_scale(n: u32, c: u32) -> f32 { return 1.0; }
+fn w_bscale(b: u32) -> f32 { return 1.0; }

@@ -12,6 +12,9 @@
 
 const CPW = 32u;
 const CV = 8u;
+const SCALED = true;
+const SB = 2u;                           // chunks per 64-weight block
+override NB: u32 = (K + 63u) / 64u;      // blocks per row
 
 @group(0) @binding(WB) var<storage, read> codes: array<vec4<u32>>;
 
@@ -24,7 +27,7 @@ var<private> NF4_BITS: array<u32, 16> = array<u32, 16>(
 
 alias WC = vec4<u32>;
 
-fn w_load(n: u32, c: u32) -> vec4<u32> { return codes[n * ((K + 31u) / 32u) + c]; }
+fn w_load(i: u32) -> vec4<u32> { return codes[i]; }
 
 fn w_quad(w: vec4<u32>, j: u32) -> vec4<f32> {
   let s = (j % 2u) * 16u;
@@ -33,4 +36,4 @@ fn w_quad(w: vec4<u32>, j: u32) -> vec4<f32> {
                                       NF4_BITS[(v >> (s + 8u)) & 15u], NF4_BITS[(v >> (s + 12u)) & 15u]));
 }
 
-fn w_scale(n: u32, c: u32) -> f32 { return block_absmax(n * ((K + 63u) / 64u) + c / 2u); }
+fn w_bscale(b: u32) -> f32 { return block_absmax(b); }

@@ -78,6 +78,22 @@ export function chooseMatmulVariant(ctx: GpuContext, requested: MatmulChoice = '
   return { reduce, maxLanes, prefillLanes: !cpu, xBroadcast };
 }
 
+/** Fewest workgroups a decode or verify matmul is split into on CPU adapters (see matmulWorkgroup). */
+const MIN_CPU_GROUPS = 8;
+
+/**
+ * Invocations per workgroup (WG in matmul.wgsl): 64, or on CPU adapters ('row') for one-row passes
+ * as few as 16, so a narrow weight still makes MIN_CPU_GROUPS workgroups: a software adapter runs a
+ * workgroup on one core, and SmolLM2's 576-row o_proj and down_proj made 3 workgroups of 64 for
+ * 2 cores (measured on SwiftShader: down_proj int8 1.83 → 1.37 ns per weight with 16).
+ */
+export function matmulWorkgroup(v: MatmulVariant, lanes: number, mode: LinearMode, rows: number, rq: number): number {
+  let wg = WG;
+  if (v.reduce !== 'row' || lanes !== 1 || mode === 'prefill') return wg;
+  while (wg > 16 && Math.ceil(rows / (wg * 4 * rq)) < MIN_CPU_GROUPS) wg /= 2;
+  return wg;
+}
+
 /** Lanes per row group for a K-long row: ≤ maxLanes and ≤ the row's chunks (every lane gets work). */
 export function matmulLanes(v: MatmulVariant, K: number, cpw: number, mode: LinearMode): number {
   if (v.reduce === 'row' || (mode === 'prefill' && !v.prefillLanes)) return 1;
@@ -119,13 +135,23 @@ export function chunkHelpers(cv: number, broadcast = false): string {
   ].join('\n');
 }
 
-/** Keeps the lines tagged `// @XB` (without the tag) when `on`, else drops them. */
-export function tagged(src: string, on: boolean): string {
-  return src
-    .split('\n')
-    .filter((l) => on || !l.endsWith('// @XB'))
-    .map((l) => (l.endsWith('// @XB') ? l.slice(0, -'// @XB'.length).trimEnd() : l))
-    .join('\n');
+const TAGS_RE = /\s*\/\/((?: @[A-Z0-9]+)+)$/;
+/**
+ * Keeps the lines whose end tags (`// @XB @R1`: every tag named) are all in `on`, without the tags,
+ * and drops the other tagged lines. Untagged lines stay.
+ */
+export function tagged(src: string, on: ReadonlySet<string>): string {
+  const out: string[] = [];
+  for (const line of src.split('\n')) {
+    const m = TAGS_RE.exec(line);
+    if (!m) {
+      out.push(line);
+      continue;
+    }
+    const tags = m[1]!.trim().split(' ').map((t) => t.slice(1));
+    if (tags.every((t) => on.has(t))) out.push(line.slice(0, m.index));
+  }
+  return out.join('\n');
 }
 
 /**
@@ -145,6 +171,14 @@ export function expandRows(src: string, mr: number, rq = 1): string {
     return out;
   };
   return rep(rep(src.split('\n'), '$q', rq), '$m', mr).join('\n');
+}
+
+const SCALED_RE = /const SCALED = (true|false);/;
+/** Whether a format's decoder has scale blocks (w_bscale), else its weights are used as decoded. */
+export function scaledFormat(f: WeightFormat): boolean {
+  const m = SCALED_RE.exec(f.decoder.code);
+  if (!m) throw new NibbleError('gpu-error', `decoder ${f.decoder.name} declares no SCALED`);
+  return m[1] === 'true';
 }
 
 const CPW_RE = /const CPW = (\d+)u;/;
@@ -208,6 +242,7 @@ export function linearOp(rt: Runtime, w: GpuWeight, mode: LinearMode, a: LinearA
   const reduce = lanes === 1 ? 'none' : v.reduce === 'subgroup' ? 'subgroup' : 'workgroup';
   const xb = lanes === 1 && v.xBroadcast;
   const rq = rowQuads(v, mode, cpw);
+  const wg = matmulWorkgroup(v, lanes, mode, w.rows, rq);
   const code = [
     reduce === 'subgroup' || xb ? 'enable subgroups;' : '',
     // LANES = 1: every invocation walks the same chunks, so the broadcasts are subgroup-uniform
@@ -218,7 +253,7 @@ export function linearOp(rt: Runtime, w: GpuWeight, mode: LinearMode, a: LinearA
     laneSumSection(reduce),
     f.decoder.code,
     chunkHelpers(cpw / 4, xb),
-    expandRows(tagged(matmulSrc, xb), mr, rq),
+    expandRows(tagged(matmulSrc, new Set([xb ? 'XB' : '', scaledFormat(f) ? 'SC' : 'NS', lanes === 1 ? 'R1' : 'RL'])), mr, rq),
   ].join('\n');
   const pipeline = rt.pipelineAsync(`matmul_${f.decoder.name}_${xb ? 'xb' : reduce}_mr${mr}_r${4 * rq}`, code, 'main', {
     K: w.cols,
@@ -231,9 +266,10 @@ export function linearOp(rt: Runtime, w: GpuWeight, mode: LinearMode, a: LinearA
     EPS: a.norm?.eps ?? 1e-5,
     ...(a.columns ? { YN: a.columns.of, Y0: a.columns.first } : {}),
     ...w.constants,
+    WG: wg,
   });
   const buffers = [a.x, a.y, a.bias ?? rt.dummyBuffer, a.norm?.weight ?? rt.dummyBuffer, ...w.buffers];
-  const groups = Math.ceil(w.rows / ((WG / lanes) * 4 * rq));
+  const groups = Math.ceil(w.rows / ((wg / lanes) * 4 * rq));
   const [gx, gz] = split2d(groups);
   const grid: Op['grid'] = (s) => [gx, Math.ceil((a.head ? s.headRows : s.T) / mr), gz] as const;
   return rt.op(`${label}:${w.format}:${mode}`, pipeline, buffers, grid);

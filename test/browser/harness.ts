@@ -19,6 +19,7 @@ import { engineApi } from './harness-engine.ts';
 import { loadApi } from './harness-load.ts';
 import { splitApi } from './harness-split.ts';
 import { variantApi } from './harness-variant.ts';
+import { mmApi } from './harness-mm.ts';
 
 let ctxPromise: Promise<GpuContext> | null = null;
 async function rt(): Promise<Runtime> {
@@ -100,6 +101,7 @@ const api = {
   ...loadApi,
   ...splitApi,
   ...variantApi,
+  ...mmApi,
   async info() {
     const c = await (ctxPromise ??= createGpuContext());
     return { adapter: c.adapterInfo, features: c.features, maxBuffer: c.limits.maxBufferSize, maxBinding: c.limits.maxStorageBufferBindingSize };
