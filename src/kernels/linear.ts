@@ -137,7 +137,17 @@ export function chunkHelpers(cv: number, broadcast = false): string {
 
 const TAGS_RE = /\s*\/\/((?: @[A-Z0-9]+)+)$/;
 /**
- * Keeps the lines whose end tags (`// @XB @R1`: every tag named) are all in `on`, without the tags,
+ * The tags of matmul.wgsl's lines a build keeps: XB (xBroadcast), SC / NS (scaled or unscaled
+ * format), R1 / RL (one lane per row group, or lanes sharing rows).
+ */
+export function skeletonTags(xb: boolean, scaled: boolean, lanes: number): Set<string> {
+  const tags = [scaled ? 'SC' : 'NS', lanes === 1 ? 'R1' : 'RL'];
+  if (xb) tags.push('XB');
+  return new Set(tags);
+}
+
+/**
+ * Keeps the lines whose end tags (`// @XB @RL`: every tag named) are all in `on`, without the tags,
  * and drops the other tagged lines. Untagged lines stay.
  */
 export function tagged(src: string, on: ReadonlySet<string>): string {
@@ -207,6 +217,8 @@ export interface LinearArgs {
   norm?: { weight: GPUBuffer; eps: number };
   /** verify: the most activation rows a pass has (≤ MAX_VERIFY_ROWS). */
   rows?: number;
+  /** Kernel timing only (test/perf): activation rows (MR) and weight-row quads (RQ) per lane group instead of the mode's. */
+  tile?: { mr?: number; rq?: number };
   /** This weight is a row part of a split one: its rows are y columns first … of a y row of `of` columns. */
   columns?: { of: number; first: number };
 }
@@ -238,10 +250,10 @@ export function linearOp(rt: Runtime, w: GpuWeight, mode: LinearMode, a: LinearA
   const f = formatOf(w);
   const cpw = chunkWeights(f);
   const lanes = matmulLanes(v, w.cols, cpw, mode);
-  const mr = mode === 'decode' ? 1 : mode === 'prefill' ? PREFILL_ROWS : Math.max(1, Math.min(MAX_VERIFY_ROWS, a.rows ?? MAX_VERIFY_ROWS));
+  const mr = a.tile?.mr ?? (mode === 'decode' ? 1 : mode === 'prefill' ? PREFILL_ROWS : Math.max(1, Math.min(MAX_VERIFY_ROWS, a.rows ?? MAX_VERIFY_ROWS)));
   const reduce = lanes === 1 ? 'none' : v.reduce === 'subgroup' ? 'subgroup' : 'workgroup';
   const xb = lanes === 1 && v.xBroadcast;
-  const rq = rowQuads(v, mode, cpw);
+  const rq = a.tile?.rq ?? rowQuads(v, mode, cpw);
   const wg = matmulWorkgroup(v, lanes, mode, w.rows, rq);
   const code = [
     reduce === 'subgroup' || xb ? 'enable subgroups;' : '',
@@ -253,7 +265,7 @@ export function linearOp(rt: Runtime, w: GpuWeight, mode: LinearMode, a: LinearA
     laneSumSection(reduce),
     f.decoder.code,
     chunkHelpers(cpw / 4, xb),
-    expandRows(tagged(matmulSrc, new Set([xb ? 'XB' : '', scaledFormat(f) ? 'SC' : 'NS', lanes === 1 ? 'R1' : 'RL'])), mr, rq),
+    expandRows(tagged(matmulSrc, skeletonTags(xb, scaledFormat(f), lanes)), mr, rq),
   ].join('\n');
   const pipeline = rt.pipelineAsync(`matmul_${f.decoder.name}_${xb ? 'xb' : reduce}_mr${mr}_r${4 * rq}`, code, 'main', {
     K: w.cols,

@@ -19,6 +19,7 @@ export interface MatmulBenchCase {
   reps: number;
   rounds?: number;
   variant?: MatmulChoice;
+  tile?: { mr?: number; rq?: number };
 }
 
 export const mmApi = {
@@ -36,7 +37,7 @@ export const mmApi = {
       const x = r.upload(randn(a.M * a.K, 7), 'x');
       const y = r.buffer(a.M * a.N * 4, 'y');
       const v = chooseMatmulVariant(r.ctx, a.variant ?? 'auto');
-      const ops = linearOps(r, w, a.mode, { x, y, rows: a.M }, 'mm', v);
+      const ops = linearOps(r, w, a.mode, { x, y, rows: a.M, tile: a.tile }, 'mm', v);
       await r.ready();
       const shape = { T: a.M, pos0: 0, headRows: 1 };
       r.run(ops, shape);
