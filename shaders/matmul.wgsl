@@ -113,13 +113,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var sk = 0u;                    // @SC @R1 chunks left in the current scale block
   for (var c = lane; c < KC; c += LANES) {
     let tail = c == KF; // one compare per chunk; only the partial chunk masks its activations
-    // the chunk of each of the R weight rows, decoded once for all MR activation rows
-    let w$q_0 = w_decode(w_load(rb$q.x + c));
-    let w$q_1 = w_decode(w_load(rb$q.y + c));
-    let w$q_2 = w_decode(w_load(rb$q.z + c));
-    let w$q_3 = w_decode(w_load(rb$q.w + c));
-    // scales: one lane walks whole blocks, so it loads each block's scales once; lanes that stride
-    // over chunks load the scales of each chunk's block
+    var g: XC; // the norm weight's chunk, loaded once for all MR rows
+    if (NORM) { g = g_load(c * CV); }
+    // each activation row's chunk, loaded once for all R weight rows
+    var xv$m = x_load(xb$m + c * CV);
+    if (tail) { xv$m = x_mask(xv$m, c * CPW); }
+    if (NORM) { ss$m += x_sumsq(xv$m); xv$m = xc_mul(xv$m, g); }
+    // scales: one lane walks whole blocks and moves to the next block after SB chunks (an index
+    // kept up to date, no division); lanes that stride over chunks find each chunk's block
     sc$q = vec4<f32>(w_bscale(sb$q.x), w_bscale(sb$q.y), w_bscale(sb$q.z), w_bscale(sb$q.w)); // @SC @R1
     sk += 1u; // @SC @R1
     let next = sk == SB; // @SC @R1
@@ -127,14 +128,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     sk = select(sk, 0u, next); // @SC @R1
     let cb = c / SB; // @SC @RL
     sc$q = vec4<f32>(w_bscale(rr$q.x * NB + cb), w_bscale(rr$q.y * NB + cb), w_bscale(rr$q.z * NB + cb), w_bscale(rr$q.w * NB + cb)); // @SC @RL
-    var g: XC; // the norm weight's chunk, loaded once for all MR rows
-    if (NORM) { g = g_load(c * CV); }
-    // each activation row's chunk, loaded once for all R weight rows
-    var xv$m = x_load(xb$m + c * CV);
-    if (tail) { xv$m = x_mask(xv$m, c * CPW); }
-    if (NORM) { ss$m += x_sumsq(xv$m); xv$m = xc_mul(xv$m, g); }
-    acc$m_$q += vec4<f32>(xc_dot(w$q_0, xv$m), xc_dot(w$q_1, xv$m), xc_dot(w$q_2, xv$m), xc_dot(w$q_3, xv$m)) * sc$q; // @SC
-    acc$m_$q += vec4<f32>(xc_dot(w$q_0, xv$m), xc_dot(w$q_1, xv$m), xc_dot(w$q_2, xv$m), xc_dot(w$q_3, xv$m)); // @NS
+    // one activation row: each weight row's chunk is decoded and used at once (the fewest live
+    // registers: a CPU adapter's JIT keeps them in its 16 vector registers)
+    acc0_$q += vec4<f32>(xc_dot(w_decode(w_load(rb$q.x + c)), xv0), xc_dot(w_decode(w_load(rb$q.y + c)), xv0), xc_dot(w_decode(w_load(rb$q.z + c)), xv0), xc_dot(w_decode(w_load(rb$q.w + c)), xv0)) * sc$q; // @M1 @SC
+    acc0_$q += vec4<f32>(xc_dot(w_decode(w_load(rb$q.x + c)), xv0), xc_dot(w_decode(w_load(rb$q.y + c)), xv0), xc_dot(w_decode(w_load(rb$q.z + c)), xv0), xc_dot(w_decode(w_load(rb$q.w + c)), xv0)); // @M1 @NS
+    // several activation rows: the chunk of each of the R weight rows, decoded once for all MR rows
+    let w$q_0 = w_decode(w_load(rb$q.x + c)); // @MN
+    let w$q_1 = w_decode(w_load(rb$q.y + c)); // @MN
+    let w$q_2 = w_decode(w_load(rb$q.z + c)); // @MN
+    let w$q_3 = w_decode(w_load(rb$q.w + c)); // @MN
+    acc$m_$q += vec4<f32>(xc_dot(w$q_0, xv$m), xc_dot(w$q_1, xv$m), xc_dot(w$q_2, xv$m), xc_dot(w$q_3, xv$m)) * sc$q; // @MN @SC
+    acc$m_$q += vec4<f32>(xc_dot(w$q_0, xv$m), xc_dot(w$q_1, xv$m), xc_dot(w$q_2, xv$m), xc_dot(w$q_3, xv$m)); // @MN @NS
   }
   acc$m_$q = lane_sum(acc$m_$q, tid);
   if (NORM) { ss$m = lane_sum(vec4<f32>(ss$m, 0.0, 0.0, 0.0), tid).x; }

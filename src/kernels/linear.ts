@@ -38,12 +38,14 @@ export interface MatmulVariant {
 export type MatmulChoice = MatmulReduce | 'row-plain' | 'auto';
 
 /**
- * Quads of output rows each lane group computes (RQ in matmul.wgsl, R = 4 · RQ): 2 in prefill on CPU
- * adapters for formats of ≤ 16 weights per chunk (each activation load then serves 8 weight rows:
- * SwiftShader prefill int8 ≈ 1.4×, f32 ≈ 1.2× faster per weight in isolation), else 1 (registers).
+ * Quads of output rows each lane group computes (RQ in matmul.wgsl, R = 4 · RQ): 2 on CPU adapters
+ * ('row') in decode and prefill for formats of ≤ 16 weights per chunk (each activation load and
+ * broadcast then serves 8 weight rows; SwiftShader, SmolLM2-135M gate_up and down_proj, same run:
+ * decode f32 1.06–1.21×, int8 1.03–1.09× faster per weight; prefill int8 ≈ 1.4×, f32 ≈ 1.2×),
+ * else 1 (nf4's 32-weight chunks: no gain, more registers; verify: its rows already share the loads).
  */
 export function rowQuads(v: MatmulVariant, mode: LinearMode, cpw: number): number {
-  return mode === 'prefill' && !v.prefillLanes && cpw <= 16 ? 2 : 1;
+  return (mode === 'prefill' || mode === 'decode') && v.reduce === 'row' && cpw <= 16 ? 2 : 1;
 }
 /** Activation rows per lane group in prefill passes (MR of the prefill variant). */
 export const PREFILL_ROWS = 8;
@@ -138,10 +140,11 @@ export function chunkHelpers(cv: number, broadcast = false): string {
 const TAGS_RE = /\s*\/\/((?: @[A-Z0-9]+)+)$/;
 /**
  * The tags of matmul.wgsl's lines a build keeps: XB (xBroadcast), SC / NS (scaled or unscaled
- * format), R1 / RL (one lane per row group, or lanes sharing rows).
+ * format), R1 / RL (one lane per row group, or lanes sharing rows), M1 / MN (one activation row, or
+ * several).
  */
-export function skeletonTags(xb: boolean, scaled: boolean, lanes: number): Set<string> {
-  const tags = [scaled ? 'SC' : 'NS', lanes === 1 ? 'R1' : 'RL'];
+export function skeletonTags(xb: boolean, scaled: boolean, lanes: number, mr: number): Set<string> {
+  const tags = [scaled ? 'SC' : 'NS', lanes === 1 ? 'R1' : 'RL', mr === 1 ? 'M1' : 'MN'];
   if (xb) tags.push('XB');
   return new Set(tags);
 }
@@ -265,7 +268,7 @@ export function linearOp(rt: Runtime, w: GpuWeight, mode: LinearMode, a: LinearA
     laneSumSection(reduce),
     f.decoder.code,
     chunkHelpers(cpw / 4, xb),
-    expandRows(tagged(matmulSrc, skeletonTags(xb, scaledFormat(f), lanes)), mr, rq),
+    expandRows(tagged(matmulSrc, skeletonTags(xb, scaledFormat(f), lanes, mr)), mr, rq),
   ].join('\n');
   const pipeline = rt.pipelineAsync(`matmul_${f.decoder.name}_${xb ? 'xb' : reduce}_mr${mr}_r${4 * rq}`, code, 'main', {
     K: w.cols,

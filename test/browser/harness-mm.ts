@@ -20,30 +20,44 @@ export interface MatmulBenchCase {
   rounds?: number;
   variant?: MatmulChoice;
   tile?: { mr?: number; rq?: number };
+  /** distinct weights used in turn (default 1: a weight the CPU's caches may hold) */
+  copies?: number;
+  /** the RMSNorm fused into the prologue (as gate_up and qkv have it) */
+  norm?: boolean;
+  /** standard deviations of the random weights (default 0.05) and activations (default 1) */
+  wStd?: number;
+  xStd?: number;
 }
 
 export const mmApi = {
   async matmulBench(a: MatmulBenchCase) {
     const r = await rt();
     return scoped(r, async () => {
-      const b = getFormat(a.format)!.create(r, a.N, a.K, 'W');
-      const rowsPer = Math.max(1, Math.floor((1 << 20) / a.K));
-      for (let r0 = 0; r0 < a.N; r0 += rowsPer) {
-        const n = Math.min(rowsPer, a.N - r0);
-        const w = randn(n * a.K, 1000 + r0, 0.05);
-        b.write(r0, 'F32', new Uint8Array(w.buffer));
+      // `copies` distinct weights, used in turn: more bytes than the CPU's caches hold, as in a model
+      const weights = [];
+      for (let copy = 0; copy < (a.copies ?? 1); copy++) {
+        const b = getFormat(a.format)!.create(r, a.N, a.K, 'W');
+        const rowsPer = Math.max(1, Math.floor((1 << 20) / a.K));
+        for (let r0 = 0; r0 < a.N; r0 += rowsPer) {
+          const n = Math.min(rowsPer, a.N - r0);
+          const w = randn(n * a.K, 1000 + r0 + copy, a.wStd ?? 0.05);
+          b.write(r0, 'F32', new Uint8Array(w.buffer));
+        }
+        weights.push(b.finish());
       }
-      const w = b.finish();
-      const x = r.upload(randn(a.M * a.K, 7), 'x');
+      const w = weights[0]!;
+      const x = r.upload(randn(a.M * a.K, 7, a.xStd ?? 1), "x");
       const y = r.buffer(a.M * a.N * 4, 'y');
       const v = chooseMatmulVariant(r.ctx, a.variant ?? 'auto');
-      const ops = linearOps(r, w, a.mode, { x, y, rows: a.M, tile: a.tile }, 'mm', v);
+      const norm = a.norm ? { weight: r.upload(randn(a.K, 9), 'g'), eps: 1e-5 } : undefined;
+      const opsOf = weights.map((wi) => linearOps(r, wi, a.mode, { x, y, rows: a.M, tile: a.tile, norm }, 'mm', v));
+      const ops = opsOf[0]!;
       await r.ready();
       const shape = { T: a.M, pos0: 0, headRows: 1 };
       r.run(ops, shape);
       await r.device.queue.onSubmittedWorkDone();
       const all: Op[] = [];
-      for (let i = 0; i < a.reps; i++) all.push(...ops);
+      for (let i = 0; i < a.reps; i++) all.push(...opsOf[i % opsOf.length]!);
       let best = Infinity;
       for (let i = 0; i < (a.rounds ?? 2); i++) {
         const t0 = performance.now();
@@ -51,7 +65,7 @@ export const mmApi = {
         await r.device.queue.onSubmittedWorkDone();
         best = Math.min(best, (performance.now() - t0) / a.reps);
       }
-      for (const buf of w.buffers) buf.destroy();
+      for (const wi of weights) for (const buf of wi.buffers) buf.destroy();
       return { ms: best, weightBytes: w.bytes };
     });
   },

@@ -18,6 +18,11 @@ const formats = (process.env.NIBBLE_MM_FORMATS ?? 'f32,int8,nf4').split(',');
 const modes = (process.env.NIBBLE_MM_MODES ?? 'decode,verify,prefill').split(',') as Array<MatmulBenchCase['mode']>;
 const variant = (process.env.NIBBLE_MM_VARIANT ?? 'auto') as MatmulBenchCase['variant'];
 const rounds = Number(process.env.NIBBLE_MM_ROUNDS ?? 5);
+/** NIBBLE_MM_COPIES: distinct weights per shape used in turn (default 8: out of the CPU's caches, as in a model). */
+const copies = Number(process.env.NIBBLE_MM_COPIES ?? 8);
+const norm = process.env.NIBBLE_MM_NORM === '1';
+const xStd = Number(process.env.NIBBLE_MM_XSTD ?? 1);
+const wStd = Number(process.env.NIBBLE_MM_WSTD ?? 0.05);
 /** NIBBLE_MM_TILES=8x2,8x1,4x1: time each format at these MR x RQ tiles too (the first is the mode's own when empty). */
 const tiles = (process.env.NIBBLE_MM_TILES ?? '').split(',').filter(Boolean).map((t) => { const [mr, rq] = t.split('x').map(Number); return { mr, rq }; });
 
@@ -30,11 +35,11 @@ describe('matmul timing', () => {
     ] as const) {
       for (const mode of modes) {
         const M = mode === 'decode' ? 1 : mode === 'verify' ? 5 : 64;
-        const cases = formats.flatMap((format) => (tiles.length ? tiles : [undefined]).map((tile) => ({ format, N, K, mode, M, reps: 1, rounds: 1, variant, tile }) as MatmulBenchCase));
+        const cases = formats.flatMap((format) => (tiles.length ? tiles : [undefined]).map((tile) => ({ format, N, K, mode, M, reps: 1, rounds: 1, variant, tile, copies, norm, xStd, wStd }) as MatmulBenchCase));
         const reps: number[] = [];
         for (const c of cases) {
           const first = await call('matmulBench', c);
-          reps.push(Math.max(2, Math.min(60, Math.round(400 / Math.max(first.ms, 0.05)))));
+          reps.push(Math.max(copies, Math.min(Math.max(60, copies), Math.round(400 / Math.max(first.ms, 0.05)))));
         }
         const best = cases.map(() => ({ ms: Infinity, weightBytes: 0 }));
         for (let r = 0; r < rounds; r++) {
