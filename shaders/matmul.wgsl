@@ -5,21 +5,29 @@
 //   const CPW: u32                        weights per 16-byte chunk of codes (f32 4, f16 8, int8 16, nf4 32)
 //   const CV: u32                         vec4s of weights per chunk (CPW / 4)
 //   alias WC                              one chunk of codes as loaded (vec4<u32>, or vec4<f32> for f32)
-//   fn w_load(n: u32, c: u32) -> WC       chunk c of row n: one 16-byte load
+//   fn w_load(i: u32) -> WC               chunk i = n · KC + c (chunk c of row n): one 16-byte load
 //   fn w_quad(w: WC, j: u32) -> vec4<f32> weights 4j … 4j + 3 of a chunk, unscaled (j < CV, constant)
-//   fn w_scale(n: u32, c: u32) -> f32     the chunk's scale (its block's absmax, group scale, or 1)
+//   const SCALED: bool                    whether the weights have scale blocks (else w_bscale is 1)
+//   SB, NB: u32                           chunks per scale block, scale blocks per row (const or override)
+//   fn w_bscale(b: u32) -> f32            scale block b = n · NB + c / SB (absmax, group scale)
 //   its buffers at bindings WB, WB + 1, …  (layouts in the decoder's header)
 // src/kernels/linear.ts prepends it with the variant's constants (MR, the lane reduction
 // `lane_sum` from lane_sum.wgsl) and the chunk helpers generated for CV (struct XC of CV vec4s of
 // activations or decoded weights; x_load, g_load, x_mask, x_sumsq, xc_mul, w_decode = all
-// w_quad(w, j) of a chunk, xc_dot), and emits each line that contains `$q` once per quad of weight
-// rows q < RQ, then each line that contains `$m` once per activation row m < MR. The hot loop is
-// then straight-line code on named registers: no private arrays, no dynamic indices, each weight
-// chunk decoded once for all MR activation rows and each activation chunk loaded once for all R
-// weight rows.
+// w_quad(w, j) of a chunk, xc_dot), keeps the lines whose end tags the build has (`// @SC`
+// scaled / `@NS` unscaled format, `@R1` one lane per row group / `@RL` lanes sharing rows, `@M1`
+// one activation row / `@MN` several, `@XB` xBroadcast; see skeletonTags), and emits each line
+// that contains `$q` once per quad of weight rows q < RQ, then each line that contains `$m` once
+// per activation row m < MR. The hot loop is then straight-line code on named registers: no
+// private arrays, no dynamic indices, each weight chunk decoded once for all MR activation rows and
+// each activation chunk loaded once for all R weight rows.
 // Every row of codes is padded to whole 16-byte chunks (KC = ceil(K / CPW) chunks per row; the
 // padding decodes to 0.0) and a scale block never straddles a chunk, so one vector load of codes
 // and one scale serve CPW weights: the scale multiplies the chunk's partial dot product, once.
+// Nothing in the hot loop divides, shifts or branches around a load: software adapters
+// (SwiftShader's JIT) emulate vector division and shifts lane by lane, and a load under a branch
+// is masked lane by lane. Row bases are computed before the loop; one lane walking whole rows
+// (@R1) keeps its scale blocks' index up to date with a counter.
 //
 // Math:     y[m, n] (=|+=) s_m · Σ_k x[m, k] · g[k] · W[n, k] (+ bias[n])   m < M, n < N, k < K
 //           M = step.T, or step.headRows when HEAD (then x rows T - headRows … T - 1 are read);
@@ -29,9 +37,10 @@
 //           K % 4 = 0); y f32[M × YN] (YN = N, or the whole weight's rows when this weight is a row
 //           part of a split one: row n is then y column Y0 + n); bias f32[YN] (read when HAS_BIAS);
 //           g f32[K] (vec4; read when NORM); the weight's buffers from binding WB = 5.
-// Shape:    workgroup 64 = 64 / LANES lane groups of LANES lanes. A lane group computes R = 4 · RQ
+// Shape:    workgroup WG (64; on CPU adapters 16 or 32 for a narrow one-row matmul, so it still
+//           makes ≥ 8 workgroups) = WG / LANES lane groups of LANES lanes. A lane group computes R = 4 · RQ
 //           rows n0 … n0 + R - 1 for MR activation rows m0 … m0 + MR - 1 (m0 = workgroup_id.y · MR);
-//           RQ = 2 in prefill on CPU adapters for formats of ≤ 16 weights per chunk, else 1. Lane l
+//           RQ = 2 in decode and prefill on CPU adapters for formats of ≤ 16 weights per chunk, else 1. Lane l
 //           walks chunks l, l + LANES, … of its R weight rows (consecutive lanes read consecutive
 //           16-byte chunks: coalesced), decodes each chunk once in registers, and uses it for all
 //           MR activation rows; then `lane_sum` adds the LANES partial sums (subgroupShuffleXor, a
@@ -44,7 +53,7 @@
 //           vec4 and subgroupBroadcast hands it to the others: one load instead of four. The lines
 //           tagged `@XB` exist only in that build (the subgroup lane id), and every lane walks the
 //           same chunks there, so the broadcasts are in subgroup-uniform control flow.
-//           Dispatch: (min(G, 65535), ceil(M / MR), ceil(G / 65535)), G = ceil(N / (R · 64 / LANES)).
+//           Dispatch: (min(G, 65535), ceil(M / MR), ceil(G / 65535)), G = ceil(N / (R · WG / LANES)).
 
 override K: u32;
 override N: u32;
@@ -108,9 +117,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let KC = (K + CPW - 1u) / CPW;  // chunks, the last one partial when K % CPW ≠ 0
   let rb$q = rr$q * KC;           // each weight row's first chunk
   let xb$m = x$m * (K / 4u);      // each activation row's first vec4
-  var sc$q = vec4<f32>(0.0);      // @SC the scales of the R rows' current blocks
-  var sb$q = rr$q * NB;           // @SC @R1 the R rows' next scale blocks
-  var sk = 0u;                    // @SC @R1 chunks left in the current scale block
+  // scaled formats: the R rows' current scales; one lane per row group: the R rows' current scale
+  // blocks and the chunks of the current block done so far
+  var sc$q = vec4<f32>(0.0); // @SC
+  var sb$q = rr$q * NB; // @SC @R1
+  var sk = 0u; // @SC @R1
   for (var c = lane; c < KC; c += LANES) {
     let tail = c == KF; // one compare per chunk; only the partial chunk masks its activations
     var g: XC; // the norm weight's chunk, loaded once for all MR rows

@@ -38,14 +38,18 @@ export interface MatmulVariant {
 export type MatmulChoice = MatmulReduce | 'row-plain' | 'auto';
 
 /**
- * Quads of output rows each lane group computes (RQ in matmul.wgsl, R = 4 · RQ): 2 on CPU adapters
- * ('row') in decode and prefill for formats of ≤ 16 weights per chunk (each activation load and
- * broadcast then serves 8 weight rows; SwiftShader, SmolLM2-135M gate_up and down_proj, same run:
- * decode f32 1.06–1.21×, int8 1.03–1.09× faster per weight; prefill int8 ≈ 1.4×, f32 ≈ 1.2×),
- * else 1 (nf4's 32-weight chunks: no gain, more registers; verify: its rows already share the loads).
+ * Quads of output rows each lane group computes (RQ in matmul.wgsl, R = 4 · RQ). On CPU adapters
+ * ('row') 2, so each activation load and broadcast serves 8 weight rows: in decode and prefill for
+ * formats of ≤ 16 weights per chunk, and in verify for int8, whose chunk decode then also serves 5
+ * activation rows. Measured on SwiftShader (SmolLM2-135M gate_up and down_proj, same run, against
+ * RQ = 1): decode f32 1.06–1.21×, int8 1.03–1.09×; verify (5 rows) int8 1.3–1.4×, f32 0.9–1.15×
+ * (kept at 1); prefill int8 ≈ 1.4×, f32 ≈ 1.2×. Else 1 (nf4's 32-weight chunks: no gain, more
+ * registers; GPUs: lanes share rows instead).
  */
 export function rowQuads(v: MatmulVariant, mode: LinearMode, cpw: number): number {
-  return (mode === 'prefill' || mode === 'decode') && v.reduce === 'row' && cpw <= 16 ? 2 : 1;
+  if (v.reduce !== 'row') return 1;
+  if (mode === 'verify') return cpw === 16 ? 2 : 1;
+  return cpw <= 16 ? 2 : 1;
 }
 /** Activation rows per lane group in prefill passes (MR of the prefill variant). */
 export const PREFILL_ROWS = 8;

@@ -1,0 +1,89 @@
+import { describe, expect, it } from 'vitest';
+import {
+  chooseMatmulVariant,
+  expandRows,
+  matmulWorkgroup,
+  rowQuads,
+  scaledFormat,
+  skeletonTags,
+  tagged,
+  type MatmulVariant,
+} from '../../src/kernels/linear.ts';
+import { getFormat } from '../../src/quant/format.ts';
+import '../../src/quant/formats.ts';
+import type { GpuContext } from '../../src/gpu/context.ts';
+import matmulSrc from '../../shaders/matmul.wgsl?raw';
+
+/** The matmul's build plan: which skeleton lines a build keeps, tiles and workgroup sizes per adapter. */
+function ctx(cpuBacked: boolean, subgroupMinSize?: number): GpuContext {
+  return {
+    adapterInfo: { cpuBacked, subgroupMinSize, summary: cpuBacked ? 'swiftshader' : 'gpu' },
+    features: { subgroups: subgroupMinSize !== undefined },
+  } as unknown as GpuContext;
+}
+
+describe('matmul skeleton tags', () => {
+  it('keeps a line only when the build has every tag it names, and strips the tags', () => {
+    const src = ['a', 'b // @SC', 'c // @SC @R1', 'd // @NS', '// a comment', 'e // @XB'].join('\n');
+    expect(tagged(src, new Set(['SC', 'R1']))).toBe(['a', 'b', 'c', '// a comment'].join('\n'));
+    expect(tagged(src, new Set(['NS', 'RL', 'XB']))).toBe(['a', 'd', '// a comment', 'e'].join('\n'));
+  });
+
+  it('every build of matmul.wgsl has one chunk loop, one scale strategy and one accumulation per shape', () => {
+    for (const scaled of [false, true]) {
+      for (const lanes of [1, 8]) {
+        for (const mr of [1, 5]) {
+          const src = expandRows(tagged(matmulSrc, skeletonTags(lanes === 1, scaled, lanes, mr)), mr, 2);
+          const code = src.split('\n').filter((l) => !l.trimStart().startsWith('//')).join('\n');
+          expect(code).not.toMatch(/\/\/ @[A-Z]/);
+          expect(code.match(/for \(var c = /g)).toHaveLength(1);
+          // each accumulator is updated once per chunk: MR activation rows × RQ quads
+          expect(code.match(/acc\d+_\d+ \+=/g)).toHaveLength(mr * 2);
+          expect(code.includes('w_bscale(')).toBe(scaled);
+          // one lane walking whole rows keeps a scale-block counter; lanes that share rows divide
+          expect(code.includes('c / SB')).toBe(scaled && lanes > 1);
+          expect(code.includes('sk += 1u')).toBe(scaled && lanes === 1);
+        }
+      }
+    }
+  });
+
+  it('every format declares whether it is scaled, and its scale blocks', () => {
+    for (const name of ['f32', 'f16', 'int8', 'int8-row', 'nf4', 'nf4-dq']) {
+      const f = getFormat(name)!;
+      expect(typeof scaledFormat(f)).toBe('boolean');
+      expect(f.decoder.code).toMatch(/\bSB\b/);
+      expect(f.decoder.code).toMatch(/\bNB\b/);
+      expect(f.decoder.code).toMatch(/fn w_bscale\(b: u32\)/);
+      expect(f.decoder.code).toMatch(/fn w_load\(i: u32\)/);
+    }
+    expect(scaledFormat(getFormat('f32')!)).toBe(false);
+    expect(scaledFormat(getFormat('int8')!)).toBe(true);
+  });
+});
+
+describe('matmul tiles and workgroups', () => {
+  const cpu = chooseMatmulVariant(ctx(true, 4));
+  const gpu = chooseMatmulVariant(ctx(false, 32));
+  it('CPU adapters compute 8 weight rows per invocation where it measured faster', () => {
+    expect(cpu.reduce).toBe('row');
+    expect([16, 8, 4].map((cpw) => rowQuads(cpu, 'decode', cpw))).toEqual([2, 2, 2]);
+    expect(rowQuads(cpu, 'decode', 32)).toBe(1);
+    expect(rowQuads(cpu, 'prefill', 16)).toBe(2);
+    expect(rowQuads(cpu, 'verify', 16)).toBe(2);
+    expect(rowQuads(cpu, 'verify', 4)).toBe(1);
+    for (const mode of ['decode', 'verify', 'prefill'] as const) expect(rowQuads(gpu, mode, 16)).toBe(1);
+  });
+
+  it('a narrow one-row matmul on a CPU adapter still makes 8 workgroups; GPUs and prefill keep 64', () => {
+    const v: MatmulVariant = cpu;
+    expect(matmulWorkgroup(v, 1, 'decode', 3072, 2)).toBe(32); // 6 groups of 512 rows would be < 8
+    expect(matmulWorkgroup(v, 1, 'decode', 8192, 2)).toBe(64);
+    expect(matmulWorkgroup(v, 1, 'decode', 576, 2)).toBe(16); // the smallest: 5 groups
+    expect(matmulWorkgroup(v, 1, 'decode', 960, 1)).toBe(32); // 8 groups of 128 rows
+    expect(matmulWorkgroup(v, 1, 'decode', 2048, 1)).toBe(64);
+    expect(matmulWorkgroup(v, 1, 'decode', 1024, 1)).toBe(32);
+    expect(matmulWorkgroup(v, 1, 'prefill', 576, 2)).toBe(64);
+    expect(matmulWorkgroup(gpu, 8, 'decode', 576, 1)).toBe(64);
+  });
+});
