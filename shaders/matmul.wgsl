@@ -140,7 +140,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let cb = c / SB; // @SC @RL
     sc$q = vec4<f32>(w_bscale(rr$q.x * NB + cb), w_bscale(rr$q.y * NB + cb), w_bscale(rr$q.z * NB + cb), w_bscale(rr$q.w * NB + cb)); // @SC @RL
     // one activation row: each weight row's chunk is decoded and used at once (the fewest live
-    // registers: a CPU adapter's JIT keeps them in its 16 vector registers)
+    // values; measured neutral on SwiftShader)
     acc0_$q += vec4<f32>(xc_dot(w_decode(w_load(rb$q.x + c)), xv0), xc_dot(w_decode(w_load(rb$q.y + c)), xv0), xc_dot(w_decode(w_load(rb$q.z + c)), xv0), xc_dot(w_decode(w_load(rb$q.w + c)), xv0)) * sc$q; // @M1 @SC
     acc0_$q += vec4<f32>(xc_dot(w_decode(w_load(rb$q.x + c)), xv0), xc_dot(w_decode(w_load(rb$q.y + c)), xv0), xc_dot(w_decode(w_load(rb$q.z + c)), xv0), xc_dot(w_decode(w_load(rb$q.w + c)), xv0)); // @M1 @NS
     // several activation rows: the chunk of each of the R weight rows, decoded once for all MR rows
