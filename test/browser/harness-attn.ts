@@ -4,7 +4,7 @@
  * the Node side uses (test/ref/cpu.ts), so multi-megabyte caches never cross the page boundary.
  */
 import type { Op, Runtime } from '../../src/kernels/runtime.ts';
-import { rt, scoped } from './harness-gen.ts';
+import { bestMsPerRep, rt, scoped } from './harness-gen.ts';
 import { attentionOp, attentionPrefillOp, type AttnTuning } from '../../src/kernels/ops.ts';
 import { randn } from '../ref/cpu.ts';
 import { f32ToF16Bits } from '../ref/quant.ts';
@@ -110,19 +110,9 @@ export const attnApi = {
     try {
       return await scoped(r, async () => {
         const o = op(r, a, s.bufs);
-        await r.ready();
-        const ops = new Array<Op>(a.reps).fill(o);
         const shape = { T: a.T, pos0: a.pos0, headRows: 1 };
-        r.run([o], shape);
-        await r.device.queue.onSubmittedWorkDone();
-        let best = Infinity;
-        for (let i = 0; i < (a.rounds ?? 2); i++) {
-          const t0 = performance.now();
-          r.run(ops, shape);
-          await r.device.queue.onSubmittedWorkDone();
-          best = Math.min(best, (performance.now() - t0) / a.reps);
-        }
-        return { ms: best, grid: o.grid(shape) };
+        const ms = await bestMsPerRep(r, [o], new Array<Op>(a.reps).fill(o), shape, a.reps, a.rounds);
+        return { ms, grid: o.grid(shape) };
       });
     } finally {
       s.destroy();

@@ -3,7 +3,7 @@
  * into the harness page's API by harness.ts. Plain JSON in, plain JSON out.
  */
 import { createGpuContext, type GpuContext } from '../../src/gpu/context.ts';
-import { Runtime } from '../../src/kernels/runtime.ts';
+import { Runtime, type Op, type StepShape } from '../../src/kernels/runtime.ts';
 import { sampleOp, specAcceptOp } from '../../src/kernels/sample.ts';
 import { GpuSampler } from '../../src/generate/sampler.ts';
 import { resolveSampling, type SamplingOptions } from '../../src/generate/sampling.ts';
@@ -29,6 +29,24 @@ export async function scoped<T>(r: Runtime, f: () => Promise<T>): Promise<T> {
   const err = await r.device.popErrorScope();
   if (err) throw new Error(`GPU validation error: ${err.message}`);
   return out;
+}
+
+/**
+ * Kernel timing: runs `warm` once (compiles, first touch), then `timed` (one submission) `rounds`
+ * times; the best round's ms per rep.
+ */
+export async function bestMsPerRep(r: Runtime, warm: readonly Op[], timed: readonly Op[], shape: StepShape, reps: number, rounds = 2): Promise<number> {
+  await r.ready();
+  r.run(warm, shape);
+  await r.device.queue.onSubmittedWorkDone();
+  let best = Infinity;
+  for (let i = 0; i < rounds; i++) {
+    const t0 = performance.now();
+    r.run(timed, shape);
+    await r.device.queue.onSubmittedWorkDone();
+    best = Math.min(best, (performance.now() - t0) / reps);
+  }
+  return best;
 }
 
 const engines = new Map<string, Engine>();

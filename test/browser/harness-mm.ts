@@ -1,12 +1,12 @@
 /**
- * Matmul timing for `npm run bench:kernels` (test/perf/matmul.perf.ts): one weight of a format,
+ * Matmul timing for `npm run bench:kernels` (test/perf/matmul.perf.ts): `copies` weights of a format,
  * quantized on the page from seeded random values, and `reps` dispatches of one pass shape in one
  * submission. Timings, not checks (the kernels' correctness is test/browser/kernels.test.ts).
  */
 import type { Op } from '../../src/kernels/runtime.ts';
 import { chooseMatmulVariant, linearOps, type LinearMode, type MatmulChoice } from '../../src/kernels/linear.ts';
 import { getFormat } from '../../src/quant/format.ts';
-import { rt, scoped } from './harness-gen.ts';
+import { bestMsPerRep, rt, scoped } from './harness-gen.ts';
 import { randn } from '../ref/cpu.ts';
 
 export interface MatmulBenchCase {
@@ -45,28 +45,17 @@ export const mmApi = {
         }
         weights.push(b.finish());
       }
-      const w = weights[0]!;
-      const x = r.upload(randn(a.M * a.K, 7, a.xStd ?? 1), "x");
+      const x = r.upload(randn(a.M * a.K, 7, a.xStd ?? 1), 'x');
       const y = r.buffer(a.M * a.N * 4, 'y');
       const v = chooseMatmulVariant(r.ctx, a.variant ?? 'auto');
       const norm = a.norm ? { weight: r.upload(randn(a.K, 9), 'g'), eps: 1e-5 } : undefined;
       const opsOf = weights.map((wi) => linearOps(r, wi, a.mode, { x, y, rows: a.M, tile: a.tile, norm }, 'mm', v));
-      const ops = opsOf[0]!;
-      await r.ready();
       const shape = { T: a.M, pos0: 0, headRows: 1 };
-      r.run(ops, shape);
-      await r.device.queue.onSubmittedWorkDone();
       const all: Op[] = [];
       for (let i = 0; i < a.reps; i++) all.push(...opsOf[i % opsOf.length]!);
-      let best = Infinity;
-      for (let i = 0; i < (a.rounds ?? 2); i++) {
-        const t0 = performance.now();
-        r.run(all, shape);
-        await r.device.queue.onSubmittedWorkDone();
-        best = Math.min(best, (performance.now() - t0) / a.reps);
-      }
+      const best = await bestMsPerRep(r, opsOf[0]!, all, shape, a.reps, a.rounds);
       for (const wi of weights) for (const buf of wi.buffers) buf.destroy();
-      return { ms: best, weightBytes: w.bytes };
+      return { ms: best, weightBytes: weights[0]!.bytes };
     });
   },
 };
