@@ -124,12 +124,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var sk = 0u; // @SC @R1
   for (var c = lane; c < KC; c += LANES) {
     let tail = c == KF; // one compare per chunk; only the partial chunk masks its activations
-    var g: XC; // the norm weight's chunk, loaded once for all MR rows
-    if (NORM) { g = g_load(c * CV); }
+    var g: XC; // the norm weight's chunk, loaded once for all MR rows // @CH
+    if (NORM) { g = g_load(c * CV); } // @CH
     // each activation row's chunk, loaded once for all R weight rows
-    var xv$m = x_load(xb$m + c * CV);
-    if (tail) { xv$m = x_mask(xv$m, c * CPW); }
-    if (NORM) { ss$m += x_sumsq(xv$m); xv$m = xc_mul(xv$m, g); }
+    var xv$m = x_load(xb$m + c * CV); // @CH
+    if (tail) { xv$m = x_mask(xv$m, c * CPW); } // @CH
+    if (NORM) { ss$m += x_sumsq(xv$m); xv$m = xc_mul(xv$m, g); } // @CH
     // scales: one lane walks whole blocks and moves to the next block after SB chunks (an index
     // kept up to date, no division); lanes that stride over chunks find each chunk's block
     sc$q = vec4<f32>(w_bscale(sb$q.x), w_bscale(sb$q.y), w_bscale(sb$q.z), w_bscale(sb$q.w)); // @SC @R1
@@ -139,17 +139,48 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     sk = select(sk, 0u, next); // @SC @R1
     let cb = c / SB; // @SC @RL
     sc$q = vec4<f32>(w_bscale(rr$q.x * NB + cb), w_bscale(rr$q.y * NB + cb), w_bscale(rr$q.z * NB + cb), w_bscale(rr$q.w * NB + cb)); // @SC @RL
-    // one activation row: each weight row's chunk is decoded and used at once (the fewest live
-    // values; measured neutral on SwiftShader)
-    acc0_$q += vec4<f32>(xc_dot(w_decode(w_load(rb$q.x + c)), xv0), xc_dot(w_decode(w_load(rb$q.y + c)), xv0), xc_dot(w_decode(w_load(rb$q.z + c)), xv0), xc_dot(w_decode(w_load(rb$q.w + c)), xv0)) * sc$q; // @M1 @SC
-    acc0_$q += vec4<f32>(xc_dot(w_decode(w_load(rb$q.x + c)), xv0), xc_dot(w_decode(w_load(rb$q.y + c)), xv0), xc_dot(w_decode(w_load(rb$q.z + c)), xv0), xc_dot(w_decode(w_load(rb$q.w + c)), xv0)); // @M1 @NS
+    // one activation row, lanes sharing rows (GPUs): each weight row's chunk is decoded and used at
+    // once, one 16-byte load of codes per lane
+    acc0_$q += vec4<f32>(xc_dot(w_decode(w_load(rb$q.x + c)), xv0), xc_dot(w_decode(w_load(rb$q.y + c)), xv0), xc_dot(w_decode(w_load(rb$q.z + c)), xv0), xc_dot(w_decode(w_load(rb$q.w + c)), xv0)) * sc$q; // @M1 @CH @SC
+    acc0_$q += vec4<f32>(xc_dot(w_decode(w_load(rb$q.x + c)), xv0), xc_dot(w_decode(w_load(rb$q.y + c)), xv0), xc_dot(w_decode(w_load(rb$q.z + c)), xv0), xc_dot(w_decode(w_load(rb$q.w + c)), xv0)); // @M1 @CH @NS
+    // one activation row, one lane per row group (CPU adapters): the chunk goes quad by quad (the
+    // //{quad … //}quad lines emitted once per quad j < CV), each activation quad loaded and each
+    // weight quad loaded and decoded where it is used, so few values are live at once (SwiftShader
+    // spills the rest to memory: int8 decode 1.16–1.20× faster than whole chunks)
+    var p$q = vec4<f32>(0.0); // @QM
+    //{quad
+    var xq = x_quad(xb0 + c * CV + $ju); // @QM
+    if (tail) { xq = select(vec4<f32>(0.0), xq, vec4<u32>(c * CPW + 4u * $ju) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(K)); } // @QM
+    if (NORM) { ss0 += dot(xq, xq); xq *= g_quad(c * CV + $ju); } // @QM
+    p$q += vec4<f32>(dot(w_quad_at(rb$q.x + c, $ju), xq), dot(w_quad_at(rb$q.y + c, $ju), xq), dot(w_quad_at(rb$q.z + c, $ju), xq), dot(w_quad_at(rb$q.w + c, $ju), xq)); // @QM
+    //}quad
+    acc0_$q += p$q * sc$q; // @QM @SC
+    acc0_$q += p$q; // @QM @NS
     // several activation rows: the chunk of each of the R weight rows, decoded once for all MR rows
-    let w$q_0 = w_decode(w_load(rb$q.x + c)); // @MN
-    let w$q_1 = w_decode(w_load(rb$q.y + c)); // @MN
-    let w$q_2 = w_decode(w_load(rb$q.z + c)); // @MN
-    let w$q_3 = w_decode(w_load(rb$q.w + c)); // @MN
-    acc$m_$q += vec4<f32>(xc_dot(w$q_0, xv$m), xc_dot(w$q_1, xv$m), xc_dot(w$q_2, xv$m), xc_dot(w$q_3, xv$m)) * sc$q; // @MN @SC
-    acc$m_$q += vec4<f32>(xc_dot(w$q_0, xv$m), xc_dot(w$q_1, xv$m), xc_dot(w$q_2, xv$m), xc_dot(w$q_3, xv$m)); // @MN @NS
+    let w$q_0 = w_decode(w_load(rb$q.x + c)); // @MN @CH
+    let w$q_1 = w_decode(w_load(rb$q.y + c)); // @MN @CH
+    let w$q_2 = w_decode(w_load(rb$q.z + c)); // @MN @CH
+    let w$q_3 = w_decode(w_load(rb$q.w + c)); // @MN @CH
+    acc$m_$q += vec4<f32>(xc_dot(w$q_0, xv$m), xc_dot(w$q_1, xv$m), xc_dot(w$q_2, xv$m), xc_dot(w$q_3, xv$m)) * sc$q; // @MN @CH @SC
+    acc$m_$q += vec4<f32>(xc_dot(w$q_0, xv$m), xc_dot(w$q_1, xv$m), xc_dot(w$q_2, xv$m), xc_dot(w$q_3, xv$m)); // @MN @CH @NS
+    // several activation rows, one lane per row group (CPU adapters): quad by quad as well, each
+    // weight quad decoded (and scaled) once for all MR rows
+    //{quad
+    var gq = vec4<f32>(1.0); // @QN
+    if (NORM) { gq = g_quad(c * CV + $ju); } // @QN
+    var xq$m = x_quad(xb$m + c * CV + $ju); // @QN
+    if (tail) { xq$m = select(vec4<f32>(0.0), xq$m, vec4<u32>(c * CPW + 4u * $ju) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(K)); } // @QN
+    if (NORM) { ss$m += dot(xq$m, xq$m); xq$m *= gq; } // @QN
+    let w$q_0 = w_quad_at(rb$q.x + c, $ju) * sc$q.x; // @QN @SC
+    let w$q_1 = w_quad_at(rb$q.y + c, $ju) * sc$q.y; // @QN @SC
+    let w$q_2 = w_quad_at(rb$q.z + c, $ju) * sc$q.z; // @QN @SC
+    let w$q_3 = w_quad_at(rb$q.w + c, $ju) * sc$q.w; // @QN @SC
+    let w$q_0 = w_quad_at(rb$q.x + c, $ju); // @QN @NS
+    let w$q_1 = w_quad_at(rb$q.y + c, $ju); // @QN @NS
+    let w$q_2 = w_quad_at(rb$q.z + c, $ju); // @QN @NS
+    let w$q_3 = w_quad_at(rb$q.w + c, $ju); // @QN @NS
+    acc$m_$q += vec4<f32>(dot(w$q_0, xq$m), dot(w$q_1, xq$m), dot(w$q_2, xq$m), dot(w$q_3, xq$m)); // @QN
+    //}quad
   }
   acc$m_$q = lane_sum(acc$m_$q, tid);
   if (NORM) { ss$m = lane_sum(vec4<f32>(ss$m, 0.0, 0.0, 0.0), tid).x; }

@@ -22,4 +22,8 @@ fn w_quad(w: vec4<u32>, j: u32) -> vec4<f32> {
   return vec4<f32>(unpack2x16float(w[2u * j]), unpack2x16float(w[2u * j + 1u]));
 }
 
+fn w_quad_at(i: u32, j: u32) -> vec4<f32> {
+  return vec4<f32>(unpack2x16float(codes[i][2u * j]), unpack2x16float(codes[i][2u * j + 1u]));
+}
+
 fn w_bscale(b: u32) -> f32 { return 1.0; }

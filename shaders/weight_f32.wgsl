@@ -19,4 +19,6 @@ fn w_load(i: u32) -> vec4<f32> { return W4[i]; }
 
 fn w_quad(w: vec4<f32>, j: u32) -> vec4<f32> { return w; }
 
+fn w_quad_at(i: u32, j: u32) -> vec4<f32> { return W4[i]; }
+
 fn w_bscale(b: u32) -> f32 { return 1.0; }

@@ -24,10 +24,11 @@ alias WC = vec4<u32>;
 
 fn w_load(i: u32) -> vec4<u32> { return codes[i]; }
 
-fn w_quad(w: vec4<u32>, j: u32) -> vec4<f32> {
-  let v = w[j];
+fn i8_quad(v: u32) -> vec4<f32> {
   return vec4<f32>(vec4<i32>(bitcast<i32>(v * 16777216u), bitcast<i32>((v * 65536u) & 0xff000000u),
                              bitcast<i32>((v * 256u) & 0xff000000u), bitcast<i32>(v & 0xff000000u)));
 }
+fn w_quad(w: vec4<u32>, j: u32) -> vec4<f32> { return i8_quad(w[j]); }
+fn w_quad_at(i: u32, j: u32) -> vec4<f32> { return i8_quad(codes[i][j]); }
 
 fn w_bscale(b: u32) -> f32 { return scales[b] * (1.0 / 16777216.0); }

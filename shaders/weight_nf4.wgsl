@@ -29,11 +29,12 @@ alias WC = vec4<u32>;
 
 fn w_load(i: u32) -> vec4<u32> { return codes[i]; }
 
-fn w_quad(w: vec4<u32>, j: u32) -> vec4<f32> {
-  let s = (j % 2u) * 16u;
-  let v = w[j / 2u];
+fn nf4_quad(v: u32, s: u32) -> vec4<f32> {
   return bitcast<vec4<f32>>(vec4<u32>(NF4_BITS[(v >> s) & 15u], NF4_BITS[(v >> (s + 4u)) & 15u],
                                       NF4_BITS[(v >> (s + 8u)) & 15u], NF4_BITS[(v >> (s + 12u)) & 15u]));
 }
+fn w_quad(w: vec4<u32>, j: u32) -> vec4<f32> { return nf4_quad(w[j / 2u], (j % 2u) * 16u); }
+// loads word j / 2 for each of its two quads (the skeleton's one-row pass goes quad by quad)
+fn w_quad_at(i: u32, j: u32) -> vec4<f32> { return nf4_quad(codes[i][j / 2u], (j % 2u) * 16u); }
 
 fn w_bscale(b: u32) -> f32 { return block_absmax(b); }

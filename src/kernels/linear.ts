@@ -40,16 +40,17 @@ export type MatmulChoice = MatmulReduce | 'row-plain' | 'auto';
 /**
  * Quads of output rows each lane group computes (RQ in matmul.wgsl, R = 4 · RQ). On CPU adapters
  * ('row') 2, so each activation load and broadcast serves 8 weight rows: in decode and prefill for
- * formats of ≤ 16 weights per chunk, and in verify for int8, whose chunk decode then also serves 5
- * activation rows. Measured on SwiftShader (SmolLM2-135M gate_up and down_proj, same run, against
- * RQ = 1): decode f32 1.06–1.21×, int8 1.03–1.09×; verify (5 rows) int8 1.3–1.4×, f32 0.9–1.15×
- * (kept at 1); prefill int8 ≈ 1.4×, f32 ≈ 1.2×. Else 1 (nf4's 32-weight chunks: no gain, more
- * registers; GPUs: lanes share rows instead).
+ * every format, and in verify for int8, whose chunk decode then also serves 5 activation rows.
+ * Measured on SwiftShader (SmolLM2-135M gate_up and down_proj, same run, against RQ = 1): decode f32
+ * 1.06–1.21×, int8 1.03–1.09×, nf4 1.05–1.24×; verify (5 rows) int8 1.3–1.4×, f32 0.9–1.15×, nf4
+ * 0.94–1.23× (both kept at 1); prefill int8 ≈ 1.4×, f32 ≈ 1.2×, nf4 1.23–1.28× (64 rows, 8 per
+ * invocation). RQ = 4 measured within ±5 % of 2 for int8 and f32 in decode. Else 1 (GPUs: lanes
+ * share rows instead).
  */
 export function rowQuads(v: MatmulVariant, mode: LinearMode, cpw: number): number {
   if (v.reduce !== 'row') return 1;
   if (mode === 'verify') return cpw === 16 ? 2 : 1;
-  return cpw <= 16 ? 2 : 1;
+  return 2;
 }
 /** Activation rows per lane group in prefill passes (MR of the prefill variant). */
 export const PREFILL_ROWS = 8;
@@ -85,19 +86,32 @@ export function chooseMatmulVariant(ctx: GpuContext, requested: MatmulChoice = '
 }
 
 /** Fewest workgroups a decode or verify matmul is split into on CPU adapters (see matmulWorkgroup). */
-const MIN_CPU_GROUPS = 8;
+const MIN_CPU_GROUPS = 16;
 
 /**
- * Invocations per workgroup (WG in matmul.wgsl): 64, or on CPU adapters ('row') for one-row passes
- * as few as 16, so a narrow weight still makes MIN_CPU_GROUPS workgroups: a software adapter runs a
- * workgroup on one core, and SmolLM2's 576-row o_proj and down_proj made 3 workgroups of 64 for
- * 2 cores (measured on SwiftShader: down_proj int8 1.83 → 1.37 ns per weight with 16).
+ * Invocations per workgroup (WG in matmul.wgsl): 64, or on CPU adapters ('row': one invocation per
+ * R = 4 · rq rows) the largest of 64, 32, … 4 (one SIMD group of SwiftShader) whose workgroups
+ * cover the rows with little waste (≤ 1/16 of them: rows past N are computed and dropped) and, in
+ * decode and verify, still make MIN_CPU_GROUPS workgroups: a software adapter runs a workgroup on one
+ * core, so few workgroups leave a core idle at the end of the dispatch (prefill has ceil(M / MR)
+ * workgroups per row slice as well). Without such a size, the one with the least waste (ties: the
+ * smaller).
+ * Measured on SwiftShader (SmolLM2-135M, 2 cores, ns per weight and row, same run): the 576-row
+ * down_proj in decode made 5 workgroups of 16 (8 rows each), now 18 of 4: int8 1.58 → 1.22, f32
+ * 2.45 → 2.01; gate_up (3072 rows) 24 of 16 instead of 12 of 32: int8 1.31 → 1.26, f32 2.15 → 2.09;
+ * down_proj's prefill computed 1024 rows (2 workgroups of 64) for its 576.
  */
 export function matmulWorkgroup(v: MatmulVariant, lanes: number, mode: LinearMode, rows: number, rq: number): number {
-  let wg = WG;
-  if (v.reduce !== 'row' || lanes !== 1 || mode === 'prefill') return wg;
-  while (wg > 16 && Math.ceil(rows / (wg * 4 * rq)) < MIN_CPU_GROUPS) wg /= 2;
-  return wg;
+  if (v.reduce !== 'row' || lanes !== 1) return WG;
+  const R = 4 * rq;
+  let least = { wg: WG, waste: Infinity };
+  for (let wg = WG; wg >= 4; wg /= 2) {
+    const groups = Math.ceil(rows / (wg * R));
+    const waste = groups * wg * R - rows;
+    if (waste * 16 <= rows && (mode === 'prefill' || groups >= MIN_CPU_GROUPS)) return wg;
+    if (waste <= least.waste) least = { wg, waste }; // ties: the smaller, more workgroups
+  }
+  return least.wg;
 }
 
 /** Lanes per row group for a K-long row: ≤ maxLanes and ≤ the row's chunks (every lane gets work). */
@@ -132,6 +146,8 @@ export function chunkHelpers(cv: number, broadcast = false): string {
       : '',
     `struct XC { ${list((i) => `v${i}: vec4<f32>`)} }`,
     `fn x_load(b: u32) -> XC { return XC(${list((i) => ld('x4', i))}); }`,
+    `fn x_quad(b: u32) -> vec4<f32> { return ${broadcast ? 'xb(x4[b][XL])' : 'x4[b]'}; }`,
+    `fn g_quad(b: u32) -> vec4<f32> { return ${broadcast ? 'xb(g4[b][XL])' : 'g4[b]'}; }`,
     `fn x_mask(x: XC, k0: u32) -> XC { let k = vec4<u32>(k0) + vec4<u32>(0u, 1u, 2u, 3u); return XC(${list((i) => `select(vec4<f32>(0.0), x.v${i}, k + vec4<u32>(${4 * i}u) < vec4<u32>(K))`)}); }`,
     `fn x_sumsq(x: XC) -> f32 { return ${list((i) => `dot(x.v${i}, x.v${i})`, ' + ')}; }`,
     `fn g_load(b: u32) -> XC { return XC(${list((i) => ld('g4', i))}); }`,
@@ -145,10 +161,11 @@ const TAGS_RE = /\s*\/\/((?: @[A-Z0-9]+)+)$/;
 /**
  * The tags of matmul.wgsl's lines a build keeps: XB (xBroadcast), SC / NS (scaled or unscaled
  * format), R1 / RL (one lane per row group, or lanes sharing rows), M1 / MN (one activation row, or
- * several).
+ * several), CH (lanes sharing rows: whole chunks at a time) or, one lane per row group (CPU
+ * adapters), a chunk quad by quad for one activation row (QM) or several (QN).
  */
 export function skeletonTags(xb: boolean, scaled: boolean, lanes: number, mr: number): Set<string> {
-  const tags = [scaled ? 'SC' : 'NS', lanes === 1 ? 'R1' : 'RL', mr === 1 ? 'M1' : 'MN'];
+  const tags = [scaled ? 'SC' : 'NS', lanes === 1 ? 'R1' : 'RL', mr === 1 ? 'M1' : 'MN', lanes !== 1 ? 'CH' : mr === 1 ? 'QM' : 'QN'];
   if (xb) tags.push('XB');
   return new Set(tags);
 }
@@ -169,6 +186,20 @@ export function tagged(src: string, on: ReadonlySet<string>): string {
     if (tags.every((t) => on.has(t))) out.push(line.slice(0, m.index));
   }
   return out.join('\n');
+}
+
+const QUAD_RE = /^([ \t]*)\/\/\{quad\n([\s\S]*?)^[ \t]*\/\/\}quad\n/gm;
+/**
+ * Emits the lines between each `//{quad` and `//}quad` once per quad j < cv of a chunk, in that
+ * order, each copy in its own block (`{ … }`, so its names are its own), `$j` (and `$ju`, as a u32
+ * literal) replaced by j. A body the build's tags emptied is dropped.
+ */
+export function expandQuads(src: string, cv: number): string {
+  return src.replace(QUAD_RE, (_all, indent: string, body: string) => {
+    if (!body.trim()) return '';
+    const copy = (j: number) => body.replaceAll('$ju', `${j}u`).replaceAll('$j', String(j));
+    return [...Array(cv).keys()].map((j) => `${indent}{\n${copy(j)}${indent}}\n`).join('');
+  });
 }
 
 /**
@@ -272,7 +303,7 @@ export function linearOp(rt: Runtime, w: GpuWeight, mode: LinearMode, a: LinearA
     laneSumSection(reduce),
     f.decoder.code,
     chunkHelpers(cpw / 4, xb),
-    expandRows(tagged(matmulSrc, skeletonTags(xb, scaledFormat(f), lanes, mr)), mr, rq),
+    expandRows(expandQuads(tagged(matmulSrc, skeletonTags(xb, scaledFormat(f), lanes, mr)), cpw / 4), mr, rq),
   ].join('\n');
   const pipeline = rt.pipelineAsync(`matmul_${f.decoder.name}_${xb ? 'xb' : reduce}_mr${mr}_r${4 * rq}`, code, 'main', {
     K: w.cols,

@@ -68,22 +68,27 @@ describe('matmul tiles and workgroups', () => {
   it('CPU adapters compute 8 weight rows per invocation where it measured faster', () => {
     expect(cpu.reduce).toBe('row');
     expect([16, 8, 4].map((cpw) => rowQuads(cpu, 'decode', cpw))).toEqual([2, 2, 2]);
-    expect(rowQuads(cpu, 'decode', 32)).toBe(1);
+    expect(rowQuads(cpu, 'decode', 32)).toBe(2);
     expect(rowQuads(cpu, 'prefill', 16)).toBe(2);
+    expect(rowQuads(cpu, 'prefill', 32)).toBe(2);
     expect(rowQuads(cpu, 'verify', 16)).toBe(2);
     expect(rowQuads(cpu, 'verify', 4)).toBe(1);
     for (const mode of ['decode', 'verify', 'prefill'] as const) expect(rowQuads(gpu, mode, 16)).toBe(1);
   });
 
-  it('a narrow one-row matmul on a CPU adapter still makes 8 workgroups; GPUs and prefill keep 64', () => {
+  it('CPU adapters: workgroups that cover the rows with little waste, ≥ 16 of them in decode and verify; GPUs keep 64', () => {
     const v: MatmulVariant = cpu;
-    expect(matmulWorkgroup(v, 1, 'decode', 3072, 2)).toBe(32); // 6 groups of 512 rows would be < 8
+    expect(matmulWorkgroup(v, 1, 'decode', 3072, 2)).toBe(16); // 12 groups of 256 rows would be < 16
     expect(matmulWorkgroup(v, 1, 'decode', 8192, 2)).toBe(64);
-    expect(matmulWorkgroup(v, 1, 'decode', 576, 2)).toBe(16); // the smallest: 5 groups
-    expect(matmulWorkgroup(v, 1, 'decode', 960, 1)).toBe(32); // 8 groups of 128 rows
-    expect(matmulWorkgroup(v, 1, 'decode', 2048, 1)).toBe(64);
-    expect(matmulWorkgroup(v, 1, 'decode', 1024, 1)).toBe(32);
-    expect(matmulWorkgroup(v, 1, 'prefill', 576, 2)).toBe(64);
+    expect(matmulWorkgroup(v, 1, 'decode', 576, 2)).toBe(4); // one SIMD group per workgroup: 18 groups
+    expect(matmulWorkgroup(v, 1, 'decode', 256, 2)).toBe(4); // the smallest: 8 groups
+    expect(matmulWorkgroup(v, 1, 'decode', 960, 1)).toBe(8); // 30 groups of 32 rows
+    expect(matmulWorkgroup(v, 1, 'decode', 2048, 1)).toBe(32);
+    expect(matmulWorkgroup(v, 1, 'verify', 1024, 1)).toBe(16);
+    expect(matmulWorkgroup(v, 1, 'decode', 100, 2)).toBe(4); // 4 groups; 128 rows computed, the least
+    expect(matmulWorkgroup(v, 1, 'prefill', 3072, 2)).toBe(64);
+    expect(matmulWorkgroup(v, 1, 'prefill', 576, 2)).toBe(8); // 9 × 64 rows: none wasted (64: 1024 rows)
+    expect(matmulWorkgroup(v, 1, 'prefill', 960, 2)).toBe(8);
     expect(matmulWorkgroup(gpu, 8, 'decode', 576, 1)).toBe(64);
   });
 });
