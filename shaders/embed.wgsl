@@ -1,5 +1,6 @@
 // embed.wgsl — token embedding lookup for every weight format. The format's decoder
-// (weight_<format>.wgsl, prepended) supplies CPW, CV, SB, NB, w_load(), w_quad() and w_bscale() (see matmul.wgsl);
+// (weight_<format>.wgsl, prepended) supplies CPW, CV, SB, NB, w_load(), w_quad() and w_bscale()
+// (see matmul.wgsl; w_quad_at is the matmul's only);
 // its buffers start at binding WB = 3 here. With tied embeddings the lookup and the LM head decode
 // the same table with the same decoder, so they see the same numbers.
 //

@@ -7,6 +7,7 @@
 //   alias WC                              one chunk of codes as loaded (vec4<u32>, or vec4<f32> for f32)
 //   fn w_load(i: u32) -> WC               chunk i = n · KC + c (chunk c of row n): one 16-byte load
 //   fn w_quad(w: WC, j: u32) -> vec4<f32> weights 4j … 4j + 3 of a chunk, unscaled (j < CV, constant)
+//   fn w_quad_at(i: u32, j: u32) -> vec4<f32>  the same quad of chunk i, loading only its codes
 //   const SCALED: bool                    whether the weights have scale blocks (else w_bscale is 1)
 //   SB, NB: u32                           chunks per scale block, scale blocks per row (const or override)
 //   fn w_bscale(b: u32) -> f32            scale block b = n · NB + c / SB (absmax, group scale)
@@ -14,16 +15,21 @@
 // src/kernels/linear.ts prepends it with the variant's constants (MR, the lane reduction
 // `lane_sum` from lane_sum.wgsl) and the chunk helpers generated for CV (struct XC of CV vec4s of
 // activations or decoded weights; x_load, g_load, x_mask, x_sumsq, xc_mul, w_decode = all
-// w_quad(w, j) of a chunk, xc_dot), keeps the lines whose end tags the build has (`// @SC`
-// scaled / `@NS` unscaled format, `@R1` one lane per row group / `@RL` lanes sharing rows, `@M1`
-// one activation row / `@MN` several, `@XB` xBroadcast; see skeletonTags), and emits each line
-// that contains `$q` once per quad of weight rows q < RQ, then each line that contains `$m` once
-// per activation row m < MR. The hot loop is then straight-line code on named registers: no
-// private arrays, no dynamic indices, each weight chunk decoded once for all MR activation rows and
-// each activation chunk loaded once for all R weight rows.
+// w_quad(w, j) of a chunk, xc_dot; x_quad, g_quad: one vec4), keeps the lines whose end tags the
+// build has (`// @SC` scaled / `@NS` unscaled format, `@R1` one lane per row group / `@RL` lanes
+// sharing rows, `@M1` one activation row / `@MN` several, `@XB` xBroadcast, `@CH` whole chunks
+// (lanes sharing rows) / `@QM`, `@QN` quad by quad for one / several activation rows (one lane per
+// row group); see skeletonTags), emits the lines between `//{quad` and `//}quad` once per quad j < CV of a chunk
+// (`$j` = j, each copy in its own block), then each line that contains `$q` once per quad of weight
+// rows q < RQ, then each line that contains `$m` once per activation row m < MR. The hot loop is then
+// straight-line code on named registers: no private arrays, no dynamic indices, each weight chunk
+// (or quad) decoded once for all MR activation rows and each activation chunk (or quad) loaded once
+// for all R weight rows. CPU adapters go quad by quad so few values are live at once (SwiftShader's
+// JIT spills the rest to memory); GPUs load whole 16-byte chunks per lane.
 // Every row of codes is padded to whole 16-byte chunks (KC = ceil(K / CPW) chunks per row; the
 // padding decodes to 0.0) and a scale block never straddles a chunk, so one vector load of codes
-// and one scale serve CPW weights: the scale multiplies the chunk's partial dot product, once.
+// and one scale serve CPW weights: the scale multiplies the chunk's partial dot product, once (in
+// the quad-by-quad passes of several rows, each decoded weight quad, once for all MR rows).
 // Nothing in the hot loop divides, shifts or branches around a load: software adapters
 // (SwiftShader's JIT) emulate vector division and shifts lane by lane, and a load under a branch
 // is masked lane by lane. Row bases are computed before the loop; one lane walking whole rows
@@ -37,10 +43,11 @@
 //           K % 4 = 0); y f32[M × YN] (YN = N, or the whole weight's rows when this weight is a row
 //           part of a split one: row n is then y column Y0 + n); bias f32[YN] (read when HAS_BIAS);
 //           g f32[K] (vec4; read when NORM); the weight's buffers from binding WB = 5.
-// Shape:    workgroup WG (64; on CPU adapters 16 or 32 for a narrow one-row matmul, so it still
-//           makes ≥ 8 workgroups) = WG / LANES lane groups of LANES lanes. A lane group computes R = 4 · RQ
+// Shape:    workgroup WG (64; on CPU adapters 64 … 4, sized by linear.ts's matmulWorkgroup to cover
+//           the rows with little waste and, in decode and verify, make ≥ 16 workgroups) = WG / LANES
+//           lane groups of LANES lanes. A lane group computes R = 4 · RQ
 //           rows n0 … n0 + R - 1 for MR activation rows m0 … m0 + MR - 1 (m0 = workgroup_id.y · MR);
-//           RQ = 2 in decode and prefill on CPU adapters for formats of ≤ 16 weights per chunk, else 1. Lane l
+//           RQ = 2 in decode and prefill on CPU adapters (and int8 verify), else 1. Lane l
 //           walks chunks l, l + LANES, … of its R weight rows (consecutive lanes read consecutive
 //           16-byte chunks: coalesced), decodes each chunk once in registers, and uses it for all
 //           MR activation rows; then `lane_sum` adds the LANES partial sums (subgroupShuffleXor, a

@@ -86,7 +86,7 @@ export interface WeightFormat {
   /** The buffers create() allocates for a rows × cols weight (optional for formats registered by others). */
   layout?(rows: number, cols: number): WeightLayout;
   /**
-   * The format's decoder (shaders/weight_<format>.wgsl): CPW, CV, WC, SCALED, SB, NB, w_load(), w_quad() and w_bscale() over its
+   * The format's decoder (shaders/weight_<format>.wgsl): CPW, CV, WC, SCALED, SB, NB, w_load(), w_quad(), w_quad_at() and w_bscale() over its
    * buffers from binding WB. kernels/ prepends it to the matmul and embedding skeletons.
    */
   readonly decoder: ShaderSource;

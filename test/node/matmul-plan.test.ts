@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   chooseMatmulVariant,
+  expandQuads,
   expandRows,
   matmulWorkgroup,
   rowQuads,
@@ -33,12 +34,18 @@ describe('matmul skeleton tags', () => {
     for (const scaled of [false, true]) {
       for (const lanes of [1, 8]) {
         for (const mr of [1, 5]) {
-          const src = expandRows(tagged(matmulSrc, skeletonTags(lanes === 1, scaled, lanes, mr)), mr, 2);
+          const src = expandRows(expandQuads(tagged(matmulSrc, skeletonTags(lanes === 1, scaled, lanes, mr)), 4), mr, 2);
           const code = src.split('\n').filter((l) => !l.trimStart().startsWith('//')).join('\n');
           expect(code).not.toMatch(/\/\/ @[A-Z]/);
+          expect(code).not.toMatch(/\$[jqm]/);
           expect(code.match(/for \(var c = /g)).toHaveLength(1);
-          // each accumulator is updated once per chunk: MR activation rows × RQ quads
-          expect(code.match(/acc\d+_\d+ \+=/g)).toHaveLength(mr * 2);
+          // each accumulator is updated once per chunk (MR activation rows × RQ quads), or once per
+          // vec4 of the chunk (CV = 4 here) when several rows go quad by quad (one lane per row group)
+          const quadByQuad = lanes === 1 && mr > 1;
+          expect(code.match(/acc\d+_\d+ \+=/g)).toHaveLength(mr * 2 * (quadByQuad ? 4 : 1));
+          // one row, one lane per row group: a partial sum per weight-row quad, per vec4 of the chunk
+          expect(code.match(/p\d+ \+=/g) ?? []).toHaveLength(lanes === 1 && mr === 1 ? 4 * 2 : 0);
+          expect(code.includes('w_quad_at(')).toBe(lanes === 1);
           expect(code.includes('w_bscale(')).toBe(scaled);
           // one lane walking whole rows keeps a scale-block counter; lanes that share rows divide
           expect(code.includes('c / SB')).toBe(scaled && lanes > 1);
@@ -46,6 +53,11 @@ describe('matmul skeleton tags', () => {
         }
       }
     }
+  });
+
+  it('expandQuads emits a //{quad body once per vec4 of a chunk, each copy in its own block', () => {
+    const src = ['a', '  //{quad', '  let x = q$j($ju);', '  //}quad', 'b', '//{quad', '//}quad', 'c'].join('\n');
+    expect(expandQuads(src, 2)).toBe(['a', '  {', '  let x = q0(0u);', '  }', '  {', '  let x = q1(1u);', '  }', 'b', 'c'].join('\n'));
   });
 
   it('every format declares whether it is scaled, and its scale blocks', () => {
@@ -56,6 +68,7 @@ describe('matmul skeleton tags', () => {
       expect(f.decoder.code).toMatch(/\bNB\b/);
       expect(f.decoder.code).toMatch(/fn w_bscale\(b: u32\)/);
       expect(f.decoder.code).toMatch(/fn w_load\(i: u32\)/);
+      expect(f.decoder.code).toMatch(/fn w_quad_at\(i: u32, j: u32\) -> vec4<f32>/);
     }
     expect(scaledFormat(getFormat('f32')!)).toBe(false);
     expect(scaledFormat(getFormat('int8')!)).toBe(true);
