@@ -15,17 +15,17 @@
 // src/kernels/linear.ts prepends it with the variant's constants (MR, the lane reduction
 // `lane_sum` from lane_sum.wgsl) and the chunk helpers generated for CV (struct XC of CV vec4s of
 // activations or decoded weights; x_load, g_load, x_mask, x_sumsq, xc_mul, w_decode = all
-// w_quad(w, j) of a chunk, xc_dot; x_quad, g_quad: one vec4), keeps the lines whose end tags the
-// build has (`// @SC` scaled / `@NS` unscaled format, `@R1` one lane per row group / `@RL` lanes
-// sharing rows, `@M1` one activation row / `@MN` several, `@XB` xBroadcast, `@CH` whole chunks
-// (lanes sharing rows) / `@QM`, `@QN` quad by quad for one / several activation rows (one lane per
-// row group); see skeletonTags), emits the lines between `//{quad` and `//}quad` once per quad j < CV of a chunk
-// (`$j` = j, each copy in its own block), then each line that contains `$q` once per quad of weight
-// rows q < RQ, then each line that contains `$m` once per activation row m < MR. The hot loop is then
-// straight-line code on named registers: no private arrays, no dynamic indices, each weight chunk
-// (or quad) decoded once for all MR activation rows and each activation chunk (or quad) loaded once
-// for all R weight rows. CPU adapters go quad by quad so few values are live at once (SwiftShader's
-// JIT spills the rest to memory); GPUs load whole 16-byte chunks per lane.
+// w_quad(w, j) of a chunk, xc_dot; x_quad, g_quad, q_mask: one vec4), keeps the lines whose end
+// tags the build has (`// @SC` scaled / `@NS` unscaled format, `@R1` one lane per row group / `@RL`
+// lanes sharing rows, `@M1` one activation row / `@MN` several, `@XB` xBroadcast, `@CH` whole
+// chunks (lanes sharing rows) / `@QM`, `@QN` quad by quad for one / several activation rows (one
+// lane per row group); see skeletonTags), emits the lines between `//{quad` and `//}quad` once per
+// quad j < CV of a chunk (`$j` = j, each copy in its own block), then each line that contains `$q`
+// once per quad of weight rows q < RQ, then each line that contains `$m` once per activation row
+// m < MR. The hot loop is then straight-line code on named registers: no private arrays, no dynamic
+// indices, each weight chunk (or quad) decoded once for all MR activation rows and each activation
+// chunk (or quad) loaded once for all R weight rows. CPU adapters go quad by quad so few values are
+// live at once (SwiftShader's JIT spills the rest to memory); GPUs load whole 16-byte chunks per lane.
 // Every row of codes is padded to whole 16-byte chunks (KC = ceil(K / CPW) chunks per row; the
 // padding decodes to 0.0) and a scale block never straddles a chunk, so one vector load of codes
 // and one scale serve CPW weights: the scale multiplies the chunk's partial dot product, once (in
@@ -157,7 +157,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var p$q = vec4<f32>(0.0); // @QM
     //{quad
     var xq = x_quad(xb0 + c * CV + $ju); // @QM
-    if (tail) { xq = select(vec4<f32>(0.0), xq, vec4<u32>(c * CPW + 4u * $ju) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(K)); } // @QM
+    if (tail) { xq = q_mask(xq, c * CPW + 4u * $ju); } // @QM
     if (NORM) { ss0 += dot(xq, xq); xq *= g_quad(c * CV + $ju); } // @QM
     p$q += vec4<f32>(dot(w_quad_at(rb$q.x + c, $ju), xq), dot(w_quad_at(rb$q.y + c, $ju), xq), dot(w_quad_at(rb$q.z + c, $ju), xq), dot(w_quad_at(rb$q.w + c, $ju), xq)); // @QM
     //}quad
@@ -176,7 +176,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var gq = vec4<f32>(1.0); // @QN
     if (NORM) { gq = g_quad(c * CV + $ju); } // @QN
     var xq$m = x_quad(xb$m + c * CV + $ju); // @QN
-    if (tail) { xq$m = select(vec4<f32>(0.0), xq$m, vec4<u32>(c * CPW + 4u * $ju) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(K)); } // @QN
+    if (tail) { xq$m = q_mask(xq$m, c * CPW + 4u * $ju); } // @QN
     if (NORM) { ss$m += dot(xq$m, xq$m); xq$m *= gq; } // @QN
     let w$q_0 = w_quad_at(rb$q.x + c, $ju) * sc$q.x; // @QN @SC
     let w$q_1 = w_quad_at(rb$q.y + c, $ju) * sc$q.y; // @QN @SC

@@ -148,7 +148,9 @@ export function chunkHelpers(cv: number, broadcast = false): string {
     `fn x_load(b: u32) -> XC { return XC(${list((i) => ld('x4', i))}); }`,
     `fn x_quad(b: u32) -> vec4<f32> { return ${broadcast ? 'xb(x4[b][XL])' : 'x4[b]'}; }`,
     `fn g_quad(b: u32) -> vec4<f32> { return ${broadcast ? 'xb(g4[b][XL])' : 'g4[b]'}; }`,
-    `fn x_mask(x: XC, k0: u32) -> XC { let k = vec4<u32>(k0) + vec4<u32>(0u, 1u, 2u, 3u); return XC(${list((i) => `select(vec4<f32>(0.0), x.v${i}, k + vec4<u32>(${4 * i}u) < vec4<u32>(K))`)}); }`,
+    // activations k0 … k0 + 3 with those at or past K zeroed (the row's last, partial chunk)
+    'fn q_mask(x: vec4<f32>, k0: u32) -> vec4<f32> { return select(vec4<f32>(0.0), x, vec4<u32>(k0) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(K)); }',
+    `fn x_mask(x: XC, k0: u32) -> XC { return XC(${list((i) => `q_mask(x.v${i}, k0 + ${4 * i}u)`)}); }`,
     `fn x_sumsq(x: XC) -> f32 { return ${list((i) => `dot(x.v${i}, x.v${i})`, ' + ')}; }`,
     `fn g_load(b: u32) -> XC { return XC(${list((i) => ld('g4', i))}); }`,
     `fn xc_mul(a: XC, b: XC) -> XC { return XC(${list((i) => `a.v${i} * b.v${i}`)}); }`,
