@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
+  prefillRows,
   chooseMatmulVariant,
   expandQuads,
   expandRows,
@@ -87,6 +88,15 @@ describe('matmul tiles and workgroups', () => {
     expect(rowQuads(cpu, 'verify', 16)).toBe(2);
     expect(rowQuads(cpu, 'verify', 4)).toBe(1);
     for (const mode of ['decode', 'verify', 'prefill'] as const) expect(rowQuads(gpu, mode, 16)).toBe(1);
+  });
+
+  it('prefill tiles: f32 on CPU adapters 16 activation rows × 16 weight rows per invocation, else 8 activation rows', () => {
+    expect(prefillRows(cpu, 4)).toBe(16);
+    expect(4 * rowQuads(cpu, 'prefill', 4)).toBe(16);
+    for (const cpw of [8, 16, 32]) expect([prefillRows(cpu, cpw), 4 * rowQuads(cpu, 'prefill', cpw)]).toEqual([8, 8]);
+    expect(prefillRows(gpu, 4)).toBe(8);
+    // the 576-row down_proj in 16-row slices: 9 workgroups of one SIMD group, none wasted
+    expect(matmulWorkgroup(cpu, 1, 'prefill', 576, 4)).toBe(4);
   });
 
   it('CPU adapters: workgroups that cover the rows with little waste, ≥ 16 of them in decode and verify; GPUs keep 64', () => {
