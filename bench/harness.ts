@@ -210,7 +210,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         const pct = pr.bytesTotal ? Math.floor((100 * pr.bytesDone) / pr.bytesTotal) : 100;
         say(`bench: ${tag}: loading ${pr.phase} ${pct}% (${pr.tensorsDone}/${pr.tensorsTotal} tensors)`);
       });
-      const wantCtx = o.contextLength ?? Math.max(...prefillLengths, o.promptTokens + o.newTokens + 8);
+      // an n-token prompt needs n + 1 positions (the generated token's), or the engine generates none
+      const wantCtx = o.contextLength ?? Math.max(...prefillLengths.map((n) => n + 1), o.promptTokens + o.newTokens + 8);
       const load: JobLoadOptions = {
         quant,
         contextLength: wantCtx,
