@@ -47,14 +47,14 @@
 //           the rows with little waste and, in decode and verify, make ≥ 16 workgroups) = WG / LANES
 //           lane groups of LANES lanes. A lane group computes R = 4 · RQ
 //           rows n0 … n0 + R - 1 for MR activation rows m0 … m0 + MR - 1 (m0 = workgroup_id.y · MR);
-//           RQ = 2 in decode and prefill on CPU adapters (4 in f32 prefill; 2 in int8 verify), else 1. Lane l
+//           RQ = 2 in decode and prefill on CPU adapters (and int8 verify), else 1. Lane l
 //           walks chunks l, l + LANES, … of its R weight rows (consecutive lanes read consecutive
 //           16-byte chunks: coalesced), decodes each chunk once in registers, and uses it for all
 //           MR activation rows; then `lane_sum` adds the LANES partial sums (subgroupShuffleXor, a
 //           workgroup-memory tree after the loop, or nothing when LANES = 1). No barrier and no
 //           per-weight bounds check in the hot loop: only the last, partial chunk (K % CPW ≠ 0)
 //           masks its activations.
-//           decode: MR = 1; verify: MR = rows of the pass; prefill: MR = 8 (f32 on CPU adapters 16). CPU adapters run
+//           decode: MR = 1; verify: MR = rows of the pass; prefill: MR = 8. CPU adapters run
 //           LANES = 1 (the 'row' variant): the lanes of a SIMD group then read the same
 //           activations, and with subgroups (xBroadcast) lane i loads only component i of each
 //           vec4 and subgroupBroadcast hands it to the others: one load instead of four. The lines

@@ -11,7 +11,7 @@ import embedSrc from '../../shaders/embed.wgsl?raw';
  * decoder prepended. Three pass shapes, one kernel:
  *   decode:  1 activation row (a decode step)                    MR = 1
  *   verify:  a few rows (speculative verify), each weight read once   MR = rows
- *   prefill: the prompt, in tiles of MR rows per lane group      MR = 8 (f32 on CPU adapters 16)
+ *   prefill: the prompt, in tiles of 8 rows per lane group       MR = 8
  * and one of three lane reductions, chosen per adapter at load (`chooseMatmulVariant`).
  */
 export type LinearMode = 'decode' | 'verify' | 'prefill';
@@ -39,9 +39,8 @@ export type MatmulChoice = MatmulReduce | 'row-plain' | 'auto';
 
 /**
  * Quads of output rows each lane group computes (RQ in matmul.wgsl, R = 4 · RQ). On CPU adapters
- * ('row') 2 in decode, so each activation load and broadcast serves 8 weight rows; in prefill 2, or
- * 4 for f32 (a 16 × 16 tile, see prefillRows); in verify 2 for int8, whose chunk decode then also
- * serves 5 activation rows, else 1.
+ * ('row') 2 in decode and prefill, so each activation load and broadcast serves 8 weight rows; in
+ * verify 2 for int8, whose chunk decode then also serves 5 activation rows, else 1.
  * Measured on SwiftShader (SmolLM2-135M gate_up and down_proj, same run, against RQ = 1): decode f32
  * 1.06–1.21×, int8 1.03–1.09×, nf4 1.05–1.24×; verify (5 rows) int8 1.3–1.4×, f32 0.9–1.15×, nf4
  * 0.94–1.23× (both kept at 1); prefill int8 ≈ 1.4×, f32 ≈ 1.2×, nf4 1.23–1.28× (8 rows). RQ = 4
@@ -50,23 +49,21 @@ export type MatmulChoice = MatmulReduce | 'row-plain' | 'auto';
 export function rowQuads(v: MatmulVariant, mode: LinearMode, cpw: number): number {
   if (v.reduce !== 'row') return 1;
   if (mode === 'verify') return cpw === 16 ? 2 : 1;
-  return mode === 'prefill' && cpw === 4 ? 4 : 2;
+  return 2;
 }
 /**
- * Activation rows per lane group in prefill passes (MR of the prefill variant): 8, and 16 on CPU
- * adapters for f32 (with RQ = 4: a 16 × 16 tile per invocation, each weight quad loaded once for 16
- * activation rows and each activation quad once for 16 weight rows). A prompt is cut into tiles of
- * MR rows (the last one partial: its missing rows repeat the last row and are not stored).
- * Measured on SwiftShader (SmolLM2-135M, 64 rows, ns per weight and row, same run), 16 × 16 against
- * 8 × 8: f32 gate_up 0.63 → 0.48, down 0.58 → 0.40; int8 0.56 → 0.50, 0.44 → 0.41; nf4 down 0.69 →
- * 0.51 (gate_up within the noise); in the model f32 prefill 64 went from 12.4 to 19.6 tok/s. The tile
- * is straight-line code of MR × R dot products per quad of a chunk, and SwiftShader's compile time
- * grows faster than the code: with 16 × 16 tiles for every format the load took 2.2× (int8) and 2.3×
- * (nf4) as long (21 → 47 s, 36 → 83 s), so only f32, whose chunk is one quad, gets them (its prefill
- * pipelines are then as long as int8's 8 × 8 ones).
+ * Activation rows per lane group in prefill passes (MR of the prefill variant): 8. A prompt is cut
+ * into tiles of MR rows (the last one partial: its missing rows repeat the last row and are not
+ * stored). Tried on SwiftShader and reverted: 16 × 16 tiles (MR = 16, RQ = 4). Kernel timings (64 rows,
+ * ns per weight and row, same run) against 8 × 8: f32 gate_up 0.63 → 0.48, down 0.58 → 0.40; int8
+ * 0.56 → 0.50, 0.44 → 0.41; nf4 down 0.69 → 0.51. In the model, f32 prefill 64 went from 12.4 to
+ * 19.6 tok/s. But the tile is straight-line code, and SwiftShader's compile time grows faster than
+ * the code, and every load pays it. The 135M load went from 5.6–8.6 s to 13.8–16.1 s (f32) and from
+ * 21 to 47 s (int8). The test suite went from 11.5 to 20.7 minutes, most of it loads of a tiny model.
+ * Prefill pipelines compiled on first use, or only for large weights, would make it pay.
  */
-export function prefillRows(v: MatmulVariant, cpw: number): number {
-  return v.reduce === 'row' && cpw === 4 ? 16 : 8;
+export function prefillRows(_v: MatmulVariant, _cpw: number): number {
+  return 8;
 }
 /** Most activation rows of a verify pass (the multi-row decode variant). */
 export const MAX_VERIFY_ROWS = 8;

@@ -90,13 +90,11 @@ describe('matmul tiles and workgroups', () => {
     for (const mode of ['decode', 'verify', 'prefill'] as const) expect(rowQuads(gpu, mode, 16)).toBe(1);
   });
 
-  it('prefill tiles: f32 on CPU adapters 16 activation rows × 16 weight rows per invocation, else 8 activation rows', () => {
-    expect(prefillRows(cpu, 4)).toBe(16);
-    expect(4 * rowQuads(cpu, 'prefill', 4)).toBe(16);
-    for (const cpw of [8, 16, 32]) expect([prefillRows(cpu, cpw), 4 * rowQuads(cpu, 'prefill', cpw)]).toEqual([8, 8]);
+  it('prefill tiles: 8 activation rows × 8 weight rows per invocation on CPU adapters', () => {
+    for (const cpw of [4, 8, 16, 32]) expect([prefillRows(cpu, cpw), 4 * rowQuads(cpu, 'prefill', cpw)]).toEqual([8, 8]);
     expect(prefillRows(gpu, 4)).toBe(8);
-    // the 576-row down_proj in 16-row slices: 9 workgroups of one SIMD group, none wasted
-    expect(matmulWorkgroup(cpu, 1, 'prefill', 576, 4)).toBe(4);
+    // the 576-row down_proj in 8-row slices: 9 workgroups of 8 invocations, none wasted
+    expect(matmulWorkgroup(cpu, 1, 'prefill', 576, 2)).toBe(8);
   });
 
   it('CPU adapters: workgroups that cover the rows with little waste, ≥ 16 of them in decode and verify; GPUs keep 64', () => {
