@@ -59,7 +59,7 @@ export function rowQuads(v: MatmulVariant, mode: LinearMode, cpw: number): numbe
  * 0.56 → 0.50, 0.44 → 0.41; nf4 down 0.69 → 0.51. In the model, f32 prefill 64 went from 12.4 to
  * 19.6 tok/s. But the tile is straight-line code, and SwiftShader's compile time grows faster than
  * the code, and every load pays it. The 135M load went from 5.6–8.6 s to 13.8–16.1 s (f32) and from
- * 21 to 47 s (int8). The test suite went from 11.5 to 20.7 minutes, most of it loads of a tiny model.
+ * 21 to 47 s (int8). Tiny models pay the same compile: the test suite went from 11.5 to 20.7 minutes.
  * Prefill pipelines compiled on first use, or only for large weights, would make it pay.
  */
 export function prefillRows(_v: MatmulVariant, _cpw: number): number {
