@@ -52,19 +52,13 @@ export function rowQuads(v: MatmulVariant, mode: LinearMode, cpw: number): numbe
   return 2;
 }
 /**
- * Activation rows per lane group in prefill passes (MR of the prefill variant): 8. A prompt is cut
- * into tiles of MR rows (the last one partial: its missing rows repeat the last row and are not
- * stored). Tried on SwiftShader and reverted: 16 × 16 tiles (MR = 16, RQ = 4). Kernel timings (64 rows,
- * ns per weight and row, same run) against 8 × 8: f32 gate_up 0.63 → 0.48, down 0.58 → 0.40; int8
- * 0.56 → 0.50, 0.44 → 0.41; nf4 down 0.69 → 0.51. In the model, f32 prefill 64 went from 12.4 to
- * 19.6 tok/s. But the tile is straight-line code, and SwiftShader's compile time grows faster than
- * the code, and every load pays it. The 135M load went from 5.6–8.6 s to 13.8–16.1 s (f32) and from
- * 21 to 47 s (int8). Tiny models pay the same compile: the test suite went from 11.5 to 20.7 minutes.
- * Prefill pipelines compiled on first use, or only for large weights, would make it pay.
+ * Activation rows per lane group in prefill passes (MR of the prefill variant). A prompt is cut into
+ * tiles of MR rows (the last one partial: its missing rows repeat the last row and are not stored).
+ * Tried on SwiftShader and reverted: 16 × 16 tiles (MR = 16, RQ = 4) ran f32 prefill 64 at 19.6
+ * instead of 12.4 tok/s, but the longer straight-line tile made SwiftShader's compile, and so every
+ * load, about twice as long (docs/BENCHMARKS.md, 2026-12-07).
  */
-export function prefillRows(_v: MatmulVariant, _cpw: number): number {
-  return 8;
-}
+export const PREFILL_ROWS = 8;
 /** Most activation rows of a verify pass (the multi-row decode variant). */
 export const MAX_VERIFY_ROWS = 8;
 const WG = 64;
@@ -301,7 +295,7 @@ export function linearOp(rt: Runtime, w: GpuWeight, mode: LinearMode, a: LinearA
   const f = formatOf(w);
   const cpw = chunkWeights(f);
   const lanes = matmulLanes(v, w.cols, cpw, mode);
-  const mr = a.tile?.mr ?? (mode === 'decode' ? 1 : mode === 'prefill' ? prefillRows(v, cpw) : Math.max(1, Math.min(MAX_VERIFY_ROWS, a.rows ?? MAX_VERIFY_ROWS)));
+  const mr = a.tile?.mr ?? (mode === 'decode' ? 1 : mode === 'prefill' ? PREFILL_ROWS : Math.max(1, Math.min(MAX_VERIFY_ROWS, a.rows ?? MAX_VERIFY_ROWS)));
   const reduce = lanes === 1 ? 'none' : v.reduce === 'subgroup' ? 'subgroup' : 'workgroup';
   const xb = lanes === 1 && v.xBroadcast;
   const rq = a.tile?.rq ?? rowQuads(v, mode, cpw);
