@@ -14,8 +14,15 @@ import { NibbleError } from '../src/errors.ts';
  * src/kernels/probe.ts), then loads the model once per weight format (and once more per format
  * with a self-draft when asked) and times, after one warm-up generation:
  *
- * - prefill of a 64-token and a 512-token prompt (greedy, one new token);
+ * - prefill of a 64-token and a 512-token prompt (greedy, one new token; `runs` times for prompts
+ *   of up to LONG_PROMPT tokens, `prefillRuns` (default 1) times for longer ones);
  * - decode of `newTokens` tokens after a `promptTokens`-token prompt.
+ *
+ * A speculative row (`draftQuant`) times no prefill (its prompt pass is the plain row's plus the
+ * draft's); its decode runs alternate with plain-decoding runs on the same engine (the draft
+ * loaded, `speculative: false`), and `speedupVsPlain` is the ratio of the two medians: on a machine
+ * whose speed drifts between the plain row's load and the speculative one's, both figures then
+ * come from the same minutes. `speedupVsPlainRow` is the ratio against the plain row.
  *
  * Every timed generation gets a prompt that shares no prefix with the ones before it (its first
  * token differs), so the engine's prefix reuse never skips any of it: `cachedPromptTokens` is 0.
@@ -34,6 +41,8 @@ export interface BenchOptions {
   runs: number;
   /** Prompt lengths of the prefill measurements (default [64, 512]; a length the context cannot hold gives null). */
   prefillLengths?: readonly number[];
+  /** Timed runs of each prompt longer than LONG_PROMPT tokens (default 1; shorter ones: `runs`). */
+  prefillRuns?: number;
   gpu?: GpuMode;
   /** The runtime hosting the engine (default chromium). */
   runtime?: RuntimeName;
@@ -118,8 +127,16 @@ export interface BenchRow extends EngineRowFields {
   draftTokens?: number;
   acceptanceRate?: number;
   tokensPerTargetPass?: number;
+  /** Speculative rows: median tok/s of the plain-decoding runs interleaved with the speculative ones (same engine). */
+  plainDecodeTokensPerSecond?: number;
+  /** decodeTokensPerSecond / plainDecodeTokensPerSecond (the interleaved plain runs). */
   speedupVsPlain?: number | null;
+  /** decodeTokensPerSecond / the plain row's decodeTokensPerSecond (loaded and timed minutes earlier). */
+  speedupVsPlainRow?: number | null;
 }
+
+/** Prompts longer than this are prefilled `prefillRuns` times (default 1): a 512-token prompt takes 30–65 s on SwiftShader. */
+export const LONG_PROMPT = 128;
 
 export interface BenchProfile {
   type: 'profile';
@@ -238,16 +255,16 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       }
       let promptNo = 0;
       let cachedMax = 0;
-      const gen = async (n: number, maxNewTokens: number): Promise<GenerateResult> => {
+      const gen = async (n: number, maxNewTokens: number, speculative?: boolean): Promise<GenerateResult> => {
         const promptIds = uncachedPrompt(promptNo++, n, cfg.vocabSize);
-        const r = await host.run({ kind: 'generate', prompt: '', promptIds, maxNewTokens, stream: false, ignoreEos: true });
+        const r = await host.run({ kind: 'generate', prompt: '', promptIds, maxNewTokens, stream: false, ignoreEos: true, ...(speculative === undefined ? {} : { speculative }) });
         return r;
       };
       say(`bench: ${tag}: warm-up (${o.promptTokens} + ${o.newTokens} tokens)`);
       await gen(o.promptTokens, o.newTokens);
 
       const prefill = new Map<number, number | null>();
-      for (const n of prefillLengths) {
+      for (const n of draft ? [] : prefillLengths) {
         if (n >= info.contextLength) {
           // a prompt that fills the context leaves no room for the token: the engine generates none
           say(`bench: ${tag}: prefill ${n}: skipped (context ${info.contextLength})`);
@@ -255,19 +272,27 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
           continue;
         }
         const tps: number[] = [];
-        for (let i = 0; i < o.runs; i++) {
+        const runs = n > LONG_PROMPT ? (o.prefillRuns ?? 1) : o.runs;
+        for (let i = 0; i < runs; i++) {
           const r = await gen(n, 1);
           cachedMax = Math.max(cachedMax, r.cachedPromptTokens);
           tps.push(r.timings.prefillTokensPerSecond);
-          say(`bench: ${tag}: prefill ${n} run ${i + 1}/${o.runs}: ${n - r.cachedPromptTokens} tokens, ${r.timings.prefillTokensPerSecond.toFixed(1)} tok/s`);
+          say(`bench: ${tag}: prefill ${n} run ${i + 1}/${runs}: ${n - r.cachedPromptTokens} tokens, ${r.timings.prefillTokensPerSecond.toFixed(1)} tok/s`);
         }
         prefill.set(n, median(tps));
       }
 
       const decode: number[] = [];
+      const plainDecode: number[] = [];
       const accept: number[] = [];
       const perPass: number[] = [];
       for (let i = 0; i < o.runs; i++) {
+        if (draft) {
+          // the same engine decoding plainly, just before each speculative run
+          const p = await gen(o.promptTokens, o.newTokens, false);
+          plainDecode.push(p.timings.decodeTokensPerSecond);
+          say(`bench: ${tag}: plain decode run ${i + 1}/${o.runs}: ${p.tokenIds.length} tokens, ${p.timings.decodeTokensPerSecond.toFixed(2)} tok/s`);
+        }
         const r = await gen(o.promptTokens, o.newTokens);
         cachedMax = Math.max(cachedMax, r.cachedPromptTokens);
         decode.push(r.timings.decodeTokensPerSecond);
@@ -313,6 +338,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         row.draftTokens = draft.tokens;
         row.acceptanceRate = accept.length ? accept.reduce((a, b) => a + b, 0) / accept.length : 0;
         row.tokensPerTargetPass = perPass.length ? perPass.reduce((a, b) => a + b, 0) / perPass.length : 0;
+        row.plainDecodeTokensPerSecond = median(plainDecode);
+        row.speedupVsPlain = row.plainDecodeTokensPerSecond > 0 ? decodeTps / row.plainDecodeTokensPerSecond : null;
       }
       say(
         `bench: ${tag}: decode ${decodeTps.toFixed(2)} tok/s (${decodeGBps.toFixed(2)} GB/s, ${row.rooflinePercent.toFixed(0)}% of roofline), prefill ${fmt(row.prefill64TokensPerSecond, 1)} / ${fmt(row.prefill512TokensPerSecond, 1)} tok/s`,
@@ -350,8 +377,11 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       emit(plain);
       if (o.draftQuant) {
         const spec = await measure(quant, { quant: o.draftQuant, tokens: k });
-        spec.speedupVsPlain = plain.decodeTokensPerSecond > 0 ? spec.decodeTokensPerSecond / plain.decodeTokensPerSecond : null;
-        say(`bench: ${label} ${quant} +draft ${o.draftQuant}×${k}: ${spec.speedupVsPlain?.toFixed(2) ?? '?'}× plain decoding`);
+        spec.speedupVsPlainRow = plain.decodeTokensPerSecond > 0 ? spec.decodeTokensPerSecond / plain.decodeTokensPerSecond : null;
+        say(
+          `bench: ${label} ${quant} +draft ${o.draftQuant}×${k}: ${fmt(spec.speedupVsPlain, 2)}× plain decoding on the same engine ` +
+            `(interleaved runs, ${fmt(spec.plainDecodeTokensPerSecond, 2)} tok/s plain), ${fmt(spec.speedupVsPlainRow, 2)}× the plain row`,
+        );
         rows.push(spec);
         emit(spec);
       }

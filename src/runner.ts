@@ -43,6 +43,8 @@ export type Job =
       /** Sampling settings (default greedy). */
       sampling?: SamplingOptions;
       stop?: string[];
+      /** GenerateOptions.speculative: false decodes plainly although a draft is loaded. */
+      speculative?: boolean;
     }
   | {
       /** One chat turn through engine.chat.completions.create (streams 'text' events when `stream`). */
@@ -188,6 +190,7 @@ async function generate(job: JobOf<'generate'>): Promise<GenerateJobResult> {
     ignoreEos: job.ignoreEos,
     ...job.sampling,
     stop: job.stop,
+    ...(job.speculative === undefined ? {} : { speculative: job.speculative }),
   });
   if (job.stream) for await (const text of gen) emit({ type: 'text', text });
   const r = await gen.result;

@@ -40,15 +40,17 @@ export type MatmulChoice = MatmulReduce | 'row-plain' | 'auto';
 /**
  * Quads of output rows each lane group computes (RQ in matmul.wgsl, R = 4 · RQ). On CPU adapters
  * ('row') 2 in decode and prefill, so each activation load and broadcast serves 8 weight rows; in
- * verify 2 for int8, whose chunk decode then also serves 5 activation rows, else 1.
+ * verify 4 (nf4: 2), so each activation quad of the pass's rows serves 16 weight rows.
  * Measured on SwiftShader (SmolLM2-135M gate_up and down_proj, same run, against RQ = 1): decode f32
- * 1.06–1.21×, int8 1.03–1.09×, nf4 1.05–1.24×; verify (5 rows) int8 1.3–1.4×, f32 0.9–1.15×, nf4
- * 0.94–1.23× (both kept at 1); prefill int8 ≈ 1.4×, f32 ≈ 1.2×, nf4 1.23–1.28× (8 rows). RQ = 4
- * measured within ±5 % of 2 for int8 and f32 in decode. Else 1 (GPUs: lanes share rows instead).
+ * 1.06–1.21×, int8 1.03–1.09×, nf4 1.05–1.24×; prefill int8 ≈ 1.4×, f32 ≈ 1.2×, nf4 1.23–1.28× (8
+ * rows); RQ = 4 within ±5 % of 2 for int8 and f32 in decode. Verify (5 rows), best of 4–5 rounds
+ * (2026-12-07): RQ = 4 against 1: f32 1.38–1.48×, int8 1.7×, f16 1.43×; nf4 1.25–1.3× at RQ = 2,
+ * 1.17–1.26× at 4 (an earlier, noisier run had f32 and nf4 at 0.9–1.23× for RQ = 2). Else 1
+ * (GPUs: lanes share rows instead).
  */
 export function rowQuads(v: MatmulVariant, mode: LinearMode, cpw: number): number {
   if (v.reduce !== 'row') return 1;
-  if (mode === 'verify') return cpw === 16 ? 2 : 1;
+  if (mode === 'verify') return cpw === 32 ? 2 : 4;
   return 2;
 }
 /**

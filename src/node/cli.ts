@@ -79,15 +79,18 @@ Only files whose real path is inside DIR are served (symlinks pointing out of it
   --latency-ms MS, --cut-after BYTES, --fail-rate P (0..1)   fault injection on *.safetensors`;
 
 const USAGE_BENCH = `Usage: nibble bench [--model M | --shape S] [--quant Q1,Q2,...] [--prompt-tokens N] [--new-tokens N] [--runs N]
-                   [--prefill-lengths N1,N2,...] [--draft-quant Q [--draft-tokens K]] [--matmul V] [--kv-cache f32|f16] [--profile]
+                   [--prefill-lengths N1,N2,...] [--prefill-runs N] [--draft-quant Q [--draft-tokens K]] [--matmul V]
+                   [--kv-cache f32|f16] [--profile]
                    [--probe-mib N] [--peer wllama [--peer-backends wasm,webgpu] [--peer-threads N1,...]]
                    [--json] [--out FILE]
 
 A roofline probe, then per format prefill of 64- and 512-token prompts (--prefill-lengths; "" for
 none) and decode of --new-tokens
-(32) after --prompt-tokens (64), medians of --runs (3), every prompt uncached. --shape S (default
+(32) after --prompt-tokens (64), medians of --runs (3; prompts over 128 tokens: --prefill-runs, 1),
+every prompt uncached. --shape S (default
 smollm2-135m; also smollm2-360m, llama-3.2-1b, qwen2.5-0.5b) benches a synthetic model of that
-shape; --draft-quant Q adds a self-speculative row per format; --profile adds per-kernel GPU time
+shape; --draft-quant Q adds a self-speculative row per format (decode only, its runs interleaved
+with plain decoding on the same engine for speedupVsPlain); --profile adds per-kernel GPU time
 (timestamp-query); --json prints one JSON object per line; --matmul auto|subgroup|workgroup|row
 forces the matmul kernel variant; --kv-cache f16 stores the KV cache as f16 (half its bytes);
 progress goes to stderr. --peer wllama then runs llama.cpp
@@ -652,6 +655,7 @@ async function cmdBench(v: Values): Promise<void> {
           .map((x) => x.trim())
           .filter(Boolean)
           .map((x) => int(x, 'prefill-lengths', undefined, { min: 1 })!);
+  const prefillRuns = int(str(v, 'prefill-runs'), 'prefill-runs', undefined, { min: 1 });
   const probeMiB = int(str(v, 'probe-mib'), 'probe-mib', undefined, { min: 1 });
   const contextLength = int(str(v, 'context-length'), 'context-length', undefined, { min: 1 });
   const gpu = gpuMode(v);
@@ -680,6 +684,7 @@ async function cmdBench(v: Values): Promise<void> {
     promptTokens,
     newTokens,
     prefillLengths,
+    prefillRuns,
     runs,
     gpu,
     runtime,
@@ -774,6 +779,7 @@ const COMMANDS: Record<string, Command> = {
       'prompt-tokens': { type: 'string' },
       'new-tokens': { type: 'string' },
       'prefill-lengths': { type: 'string' },
+      'prefill-runs': { type: 'string' },
       runs: { type: 'string' },
       out: { type: 'string' },
       profile: { type: 'boolean' },

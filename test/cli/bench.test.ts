@@ -41,11 +41,16 @@ const ROW_FIELDS = [
   'bitsPerWeight',
 ];
 
-function expectRow(row: Rec) {
+/** decodeOnly: a speculative row (no prefill timed: its prefill fields are null). */
+function expectRow(row: Rec, decodeOnly = false) {
   expect(typeof row.model).toBe('string');
   expect(typeof row.format).toBe('string');
   expect(typeof row.adapter).toBe('string');
   for (const k of ROW_FIELDS) {
+    if (decodeOnly && k.startsWith('prefill')) {
+      expect(row[k], k).toBeNull();
+      continue;
+    }
     expect(typeof row[k], k).toBe('number');
     expect(Number.isFinite(row[k]), k).toBe(true);
   }
@@ -54,7 +59,7 @@ function expectRow(row: Rec) {
   expect(p512 === null || (typeof p512 === 'number' && Number.isFinite(p512))).toBe(true);
   expect(row.dispatchesPerStep as number).toBeGreaterThan(0);
   expect(row.decodeTokensPerSecond as number).toBeGreaterThan(0);
-  expect(row.prefill64TokensPerSecond as number).toBeGreaterThan(0);
+  if (!decodeOnly) expect(row.prefill64TokensPerSecond as number).toBeGreaterThan(0);
   expect(row.rooflineGBps as number).toBeGreaterThan(0);
   expect(row.weightBytes as number).toBeGreaterThan(0);
   expect(row.kvBytes as number).toBeGreaterThan(0);
@@ -132,8 +137,9 @@ describe('nibble bench', () => {
     expect(r.stderr).toMatch(/decode run 1\/1: 8 tokens/);
   });
 
-  it('--draft-quant adds a speculative row per format with its speed-up over the plain row', () => {
-    const r = nibble('bench', '--model', stories, '--quant', 'f32', '--draft-quant', 'int8', '--draft-tokens', '2', ...QUICK, '--profile');
+  it('--draft-quant adds a speculative row per format with its speed-up over interleaved plain runs', () => {
+    // 2 runs: a prompt over 128 tokens is prefilled once (--prefill-runs), a shorter one --runs times
+    const r = nibble('bench', '--model', stories, '--quant', 'f32', '--draft-quant', 'int8', '--draft-tokens', '2', ...QUICK, '--profile', '--runs', '2', '--prefill-lengths', '16,130', '--context-length', '160');
     expect(r.code, r.stderr).toBe(0);
     // with --profile the speculative row gets a profile of its passes: the draft's steps (int8
     // decode) and the target's verify passes (f32 verify), told apart by their labels
@@ -148,14 +154,22 @@ describe('nibble bench', () => {
     expect(rows).toHaveLength(2);
     const [plain, spec] = rows;
     expect(plain.draft).toBeUndefined();
-    expectRow(spec);
+    expect(r.stderr).toMatch(/prefill 16 run 2\/2/);
+    expect(r.stderr).toMatch(/prefill 130 run 1\/1/);
+    expect(r.stderr).not.toMatch(/prefill 130 run 1\/2/);
+    expectRow(spec, true);
     expect(spec.format).toBe('f32');
     expect(spec.draft).toBe('int8');
     expect(spec.draftTokens).toBe(2);
     expect(spec.acceptanceRate as number).toBeGreaterThanOrEqual(0);
     expect(spec.acceptanceRate as number).toBeLessThanOrEqual(1);
-    expect(Number.isFinite(spec.speedupVsPlain)).toBe(true);
-    expect(spec.speedupVsPlain as number).toBeCloseTo((spec.decodeTokensPerSecond as number) / (plain.decodeTokensPerSecond as number), 6);
+    // decode only: its prompt pass is the plain row's plus the draft's
+    expect(spec.prefill64TokensPerSecond).toBeNull();
+    // the same engine decoding plainly between the speculative runs
+    expect(spec.plainDecodeTokensPerSecond as number).toBeGreaterThan(0);
+    expect(spec.speedupVsPlain as number).toBeCloseTo((spec.decodeTokensPerSecond as number) / (spec.plainDecodeTokensPerSecond as number), 6);
+    expect(spec.speedupVsPlainRow as number).toBeCloseTo((spec.decodeTokensPerSecond as number) / (plain.decodeTokensPerSecond as number), 6);
+    expect(r.stderr).toMatch(/plain decode run 2\/2: 8 tokens/);
   });
 
   it('usage errors exit with code 2 before starting the runtime', () => {

@@ -85,8 +85,8 @@ describe('matmul tiles and workgroups', () => {
     expect(rowQuads(cpu, 'decode', 32)).toBe(2);
     expect(rowQuads(cpu, 'prefill', 16)).toBe(2);
     expect(rowQuads(cpu, 'prefill', 32)).toBe(2);
-    expect(rowQuads(cpu, 'verify', 16)).toBe(2);
-    expect(rowQuads(cpu, 'verify', 4)).toBe(1);
+    expect([4, 8, 16].map((cpw) => rowQuads(cpu, 'verify', cpw))).toEqual([4, 4, 4]);
+    expect(rowQuads(cpu, 'verify', 32)).toBe(2);
     for (const mode of ['decode', 'verify', 'prefill'] as const) expect(rowQuads(gpu, mode, 16)).toBe(1);
   });
 
