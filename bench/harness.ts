@@ -111,6 +111,8 @@ export interface EngineRowFields {
 export interface BenchRow extends EngineRowFields {
   /** The engine that ran (peer rows, bench/peer/, carry theirs). */
   engine: 'nibble';
+  /** ms from the load's end until engine.optimized (the kernels compiled after the load, waited for before timing). */
+  optimizeMs: number;
   /** Dispatches per decode step (engine.info.dispatchesPerToken). */
   dispatchesPerStep: number;
   /** Most prompt tokens any timed run found cached (0: every timed prompt was prefilled whole). */
@@ -246,6 +248,10 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         off();
       }
       say(`bench: ${tag}: loaded in ${(info.loadMs / 1000).toFixed(1)} s (${(info.weightBytes / 2 ** 20).toFixed(1)} MiB of weights)`);
+      // the kernels the engine compiles after its load (CPU adapters: the large prefill tile), waited
+      // for so that no timed run shares the CPU with that compile
+      const optimizeMs = (await host.run({ kind: 'optimized' })).waitedMs;
+      if (optimizeMs >= 1) say(`bench: ${tag}: background kernel compile done ${(optimizeMs / 1000).toFixed(1)} s after the load`);
       const cfg = info.config;
       if (info.contextLength < o.promptTokens + o.newTokens) {
         throw new NibbleError(
@@ -316,6 +322,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         format: quant,
         adapter: info.adapter.summary,
         loadMs: info.loadMs,
+        optimizeMs,
         weightBytes: info.weightBytes,
         bitsPerWeight: info.bitsPerWeight,
         dispatchesPerStep: info.dispatchesPerToken,

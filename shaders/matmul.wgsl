@@ -54,7 +54,8 @@
 //           workgroup-memory tree after the loop, or nothing when LANES = 1). No barrier and no
 //           per-weight bounds check in the hot loop: only the last, partial chunk (K % CPW ≠ 0)
 //           masks its activations.
-//           decode: MR = 1; verify: MR = rows of the pass; prefill: MR = 8. CPU adapters run
+//           decode: MR = 1; verify: MR = rows of the pass; prefill: MR = 8 (CPU adapters, weights
+//           of ≥ 2^18: MR = 16 and RQ = 4 once compiled after the load, linear.ts's PREFILL_LARGE). CPU adapters run
 //           LANES = 1 (the 'row' variant): the lanes of a SIMD group then read the same
 //           activations, and with subgroups (xBroadcast) lane i loads only component i of each
 //           vec4 and subgroupBroadcast hands it to the others: one load instead of four. The lines

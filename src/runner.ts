@@ -68,6 +68,8 @@ export type Job =
   | { kind: 'chat-template' }
   | { kind: 'eval'; text: string }
   | { kind: 'info' }
+  /** Waits for engine.optimized (the kernels compiled after the load); `waitedMs`: how long that took. */
+  | { kind: 'optimized' }
   | { kind: 'logits'; ids: number[]; rows: number }
   /** The roofline probe (streaming-read GB/s) on the host's shared GPU device: see kernels/probe.ts. */
   | { kind: 'probe'; bytes?: number; reps?: number }
@@ -126,6 +128,7 @@ export interface JobResults {
   'chat-template': { bytes: number };
   eval: EvalJobResult;
   info: EngineInfo;
+  optimized: { waitedMs: number };
   logits: number[][];
   probe: ProbeJobResult;
   profile: ProfileJobResult;
@@ -308,6 +311,11 @@ const HANDLERS: { [K in JobKind]: (job: JobOf<K>) => Promise<JobResults[K]> } = 
   'chat-template': async () => ({ bytes: (await need().chatTemplate()).source.length }),
   eval: evaluate,
   info: async () => need().info,
+  optimized: async () => {
+    const t0 = performance.now();
+    await need().optimized;
+    return { waitedMs: performance.now() - t0 };
+  },
   logits: async (job) => (await need().logits(job.ids, job.rows)).map((r) => Array.from(r)),
   probe,
   profile,

@@ -32,6 +32,11 @@ export interface MatmulVariant {
    * same chunks, so the broadcast is in subgroup-uniform control flow.
    */
   xBroadcast: boolean;
+  /**
+   * Weights (rows × cols) from which a prefill matmul gets the large tile (PREFILL_LARGE) once
+   * Runtime.upgrade has compiled it in the background; Infinity: never (GPUs).
+   */
+  prefillUpgradeMin: number;
 }
 
 /** A requested variant: a lane reduction, 'row-plain' ('row' without xBroadcast), or 'auto'. */
@@ -54,13 +59,24 @@ export function rowQuads(v: MatmulVariant, mode: LinearMode, cpw: number): numbe
   return 2;
 }
 /**
- * Activation rows per lane group in prefill passes (MR of the prefill variant). A prompt is cut into
- * tiles of MR rows (the last one partial: its missing rows repeat the last row and are not stored).
- * Tried on SwiftShader and reverted: 16 × 16 tiles (MR = 16, RQ = 4) ran f32 prefill 64 at 19.6
- * instead of 12.4 tok/s, but the longer straight-line tile made SwiftShader's compile, and so every
- * load, about twice as long (docs/BENCHMARKS.md, 2026-12-07).
+ * Activation rows per lane group in prefill passes (MR of the prefill variant), the tile a load
+ * compiles. A prompt is cut into tiles of MR rows (the last one partial: its missing rows repeat
+ * the last row and are not stored).
  */
 export const PREFILL_ROWS = 8;
+/**
+ * The prefill tile of CPU adapters ('row') for weights of PREFILL_UPGRADE_MIN or more: 16
+ * activation rows × 16 weight rows per invocation (MR 16, RQ 4), compiled after the load, in the
+ * background (Runtime.upgrade, started by the engine), and swapped in for the 8 × 8 tile when ready.
+ * Measured on SwiftShader (SmolLM2-135M gate_up / down_proj, 64 rows, ns per weight and row, same
+ * run, 2026-12-07): f32 0.69 → 0.44 and 0.58 → 0.39, int8 0.67 → 0.50 and 0.44 → 0.37, nf4 0.93 →
+ * 0.67 and 0.71 → 0.51 (32 × 8 came in between). Its straight-line code compiles slowly (one
+ * session compiled it at load: the 135M f32 load went from 5.6–8.6 to 13.8–16.1 s, and CI from 11.5
+ * to 20.7 minutes), hence after the load, and not for small weights (the tests' models).
+ */
+export const PREFILL_LARGE = { mr: 16, rq: 4 } as const;
+/** Weights (rows × cols) from which prefill gets PREFILL_LARGE on CPU adapters (SmolLM2-135M's smallest, o_proj, is 331,776). */
+export const PREFILL_UPGRADE_MIN = 1 << 18;
 /** Most activation rows of a verify pass (the multi-row decode variant). */
 export const MAX_VERIFY_ROWS = 8;
 const WG = 64;
@@ -89,7 +105,7 @@ export function chooseMatmulVariant(ctx: GpuContext, requested: MatmulChoice = '
   }
   const maxLanes = reduce === 'row' ? 1 : reduce === 'subgroup' ? sgLanes : 32;
   const xBroadcast = requested !== 'row-plain' && ctx.features.subgroups && sgMin >= 4;
-  return { reduce, maxLanes, prefillLanes: !cpu, xBroadcast };
+  return { reduce, maxLanes, prefillLanes: !cpu, xBroadcast, prefillUpgradeMin: reduce === 'row' ? PREFILL_UPGRADE_MIN : Infinity };
 }
 
 /** Fewest workgroups a decode or verify matmul is split into on CPU adapters (see matmulWorkgroup). */
@@ -289,7 +305,10 @@ export function linearOps(rt: Runtime, w: ModelWeight, mode: LinearMode, a: Line
   return parts.map(({ part, row0 }, i) => linearOp(rt, part, mode, { ...a, columns: { of: w.rows, first: row0 } }, `${label}#${i}`, v));
 }
 
-/** The matmul op of a weight for one pass shape (pipeline and bind group made here, once). */
+/**
+ * The matmul op of a weight for one pass shape (pipeline and bind group made here, once; on CPU
+ * adapters a big weight's prefill op also registers PREFILL_LARGE with Runtime.deferUpgrade).
+ */
 export function linearOp(rt: Runtime, w: GpuWeight, mode: LinearMode, a: LinearArgs, label: string, v: MatmulVariant): Op {
   if (w.cols % 4 !== 0) {
     throw new NibbleError('unsupported-architecture', `${label}: matmul rows of ${w.cols} inputs are not a multiple of 4`);
@@ -301,37 +320,48 @@ export function linearOp(rt: Runtime, w: GpuWeight, mode: LinearMode, a: LinearA
   const reduce = lanes === 1 ? 'none' : v.reduce === 'subgroup' ? 'subgroup' : 'workgroup';
   const xb = lanes === 1 && v.xBroadcast;
   const rq = a.tile?.rq ?? rowQuads(v, mode, cpw);
-  const wg = matmulWorkgroup(v, lanes, mode, w.rows, rq);
-  const code = [
-    reduce === 'subgroup' || xb ? 'enable subgroups;' : '',
-    // LANES = 1: every invocation walks the same chunks, so the broadcasts are subgroup-uniform
-    // (the analysis cannot see it through `lane = tid % LANES`)
-    xb ? 'diagnostic(off, subgroup_uniformity);' : '',
-    `const MR = ${mr}u;`,
-    `const RQ = ${rq}u;`,
-    laneSumSection(reduce),
-    f.decoder.code,
-    chunkHelpers(cpw / 4, xb),
-    expandRows(expandQuads(tagged(matmulSrc, skeletonTags(xb, scaledFormat(f), lanes, mr)), cpw / 4), mr, rq),
-  ].join('\n');
-  const pipeline = rt.pipelineAsync(`matmul_${f.decoder.name}_${xb ? 'xb' : reduce}_mr${mr}_r${4 * rq}`, code, 'main', {
-    K: w.cols,
-    N: w.rows,
-    LANES: lanes,
-    HAS_BIAS: !!a.bias,
-    ACCUM: !!a.accumulate,
-    HEAD: !!a.head,
-    NORM: !!a.norm,
-    EPS: a.norm?.eps ?? 1e-5,
-    ...(a.columns ? { YN: a.columns.of, Y0: a.columns.first } : {}),
-    ...w.constants,
-    WG: wg,
-  });
   const buffers = [a.x, a.y, a.bias ?? rt.dummyBuffer, a.norm?.weight ?? rt.dummyBuffer, ...w.buffers];
-  const groups = Math.ceil(w.rows / ((wg / lanes) * 4 * rq));
-  const [gx, gz] = split2d(groups);
-  const grid: Op['grid'] = (s) => [gx, Math.ceil((a.head ? s.headRows : s.T) / mr), gz] as const;
-  return rt.op(`${label}:${w.format}:${mode}`, pipeline, buffers, grid);
+  /** The pipeline (compiling) and grid of an MR × RQ tile. */
+  const build = (mr: number, rq: number) => {
+    const wg = matmulWorkgroup(v, lanes, mode, w.rows, rq);
+    const code = [
+      reduce === 'subgroup' || xb ? 'enable subgroups;' : '',
+      // LANES = 1: every invocation walks the same chunks, so the broadcasts are subgroup-uniform
+      // (the analysis cannot see it through `lane = tid % LANES`)
+      xb ? 'diagnostic(off, subgroup_uniformity);' : '',
+      `const MR = ${mr}u;`,
+      `const RQ = ${rq}u;`,
+      laneSumSection(reduce),
+      f.decoder.code,
+      chunkHelpers(cpw / 4, xb),
+      expandRows(expandQuads(tagged(matmulSrc, skeletonTags(xb, scaledFormat(f), lanes, mr)), cpw / 4), mr, rq),
+    ].join('\n');
+    const pipeline = rt.pipelineAsync(`matmul_${f.decoder.name}_${xb ? 'xb' : reduce}_mr${mr}_r${4 * rq}`, code, 'main', {
+      K: w.cols,
+      N: w.rows,
+      LANES: lanes,
+      HAS_BIAS: !!a.bias,
+      ACCUM: !!a.accumulate,
+      HEAD: !!a.head,
+      NORM: !!a.norm,
+      EPS: a.norm?.eps ?? 1e-5,
+      ...(a.columns ? { YN: a.columns.of, Y0: a.columns.first } : {}),
+      ...w.constants,
+      WG: wg,
+    });
+    const groups = Math.ceil(w.rows / ((wg / lanes) * 4 * rq));
+    const [gx, gz] = split2d(groups);
+    const grid: Op['grid'] = (s) => [gx, Math.ceil((a.head ? s.headRows : s.T) / mr), gz] as const;
+    return { pipeline, grid };
+  };
+  const base = build(mr, rq);
+  const op = rt.op(`${label}:${w.format}:${mode}`, base.pipeline, buffers, base.grid);
+  // CPU adapters: big prefill weights get the large tile once it has compiled (the LM head's
+  // prefill pass has one row: not it)
+  if (mode === 'prefill' && lanes === 1 && !a.tile && !a.head && w.rows * w.cols >= v.prefillUpgradeMin) {
+    rt.deferUpgrade(op, buffers, () => build(PREFILL_LARGE.mr, PREFILL_LARGE.rq));
+  }
+  return op;
 }
 
 /**

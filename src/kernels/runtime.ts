@@ -35,7 +35,7 @@ export interface StepShape {
   headRows: number;
 }
 
-/** One recorded dispatch: pipeline and bind group are made once at load; only the grid varies. */
+/** One recorded dispatch: pipeline and bind group are made at load (or swapped once by Runtime.upgrade); the grid varies per pass. */
 export interface Op {
   label: string;
   pipeline: GPUComputePipeline;
@@ -77,6 +77,9 @@ export class Runtime {
   private caches: PipelineCaches;
   /** Ops waiting for their pipeline (see pipelineAsync / ready). */
   private pending: Promise<void>[] = [];
+  /** Better pipelines for built ops, compiled only when upgrade() is called (see deferUpgrade). */
+  private upgrades: Array<() => Promise<void>> = [];
+  private destroyed = false;
   private dummy: GPUBuffer | null = null;
   private stepData = new ArrayBuffer(STEP_BYTES);
   /** Set to time each op (one pass per op, see PassProfiler); null (default): one pass, no queries. */
@@ -167,8 +170,41 @@ export class Runtime {
     return { key, desc: { label: `${name}:${entryPoint}`, layout: 'auto', compute: { module, entryPoint, constants: c } } };
   }
 
+  /**
+   * Registers a better pipeline for `op` (CPU adapters: a larger prefill tile, slow to compile),
+   * compiled only when upgrade() runs: `make` requests it and gives the grid that goes with it. Once
+   * it is ready, the op's pipeline, bind group (same buffers) and grid are swapped together, between
+   * two record() calls (JavaScript runs one at a time), so a pass never mixes the two.
+   */
+  deferUpgrade(op: Op, buffers: GPUBuffer[], make: () => { pipeline: GPUComputePipeline | Promise<GPUComputePipeline>; grid: Op['grid'] }): void {
+    this.upgrades.push(async () => {
+      const m = make();
+      const pipeline = await m.pipeline;
+      if (this.destroyed) return;
+      op.pipeline = pipeline;
+      op.bindGroup = this.bindGroup(pipeline, [this.step, ...buffers], op.label);
+      op.grid = m.grid;
+    });
+  }
+
+  /** Upgrades registered and not yet started (deferUpgrade). */
+  get upgradesPending(): number {
+    return this.upgrades.length;
+  }
+
+  /**
+   * Compiles every deferred pipeline registered so far (concurrently) and swaps each into its op
+   * when ready; resolves when all are in use, rejects with the first compile error (the ops that
+   * failed keep their pipelines). Call it after ready(): the engine does once its load is done.
+   */
+  async upgrade(): Promise<void> {
+    const batch = this.upgrades.splice(0);
+    await Promise.all(batch.map((u) => u()));
+  }
+
   /** Frees the runtime's own buffers (the step uniform, the placeholder of optional bindings). */
   destroy(): void {
+    this.destroyed = true;
     this.step.destroy();
     this.dummy?.destroy();
     this.dummy = null;

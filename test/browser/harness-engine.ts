@@ -169,7 +169,9 @@ export const engineApi = {
           finishReason: r.value?.finishReason ?? null,
         });
       }
-      return { out, contextLength: engine.info.contextLength };
+      // nothing of a small model is compiled after its load: optimized has resolved (within 5 s)
+      const optimized = await Promise.race([engine.optimized.then(() => 'resolved'), new Promise((r) => setTimeout(() => r('pending'), 5000))]);
+      return { out, contextLength: engine.info.contextLength, optimized };
     } finally {
       await engine.dispose();
     }

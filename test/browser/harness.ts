@@ -42,6 +42,47 @@ async function readF32(r: Runtime, b: GPUBuffer, n: number): Promise<Arr> {
   return Array.from(new Float32Array(await r.read(b, 0, n * 4)));
 }
 
+interface LinearCase {
+  format: string;
+  x: Arr;
+  W: Arr;
+  M: number;
+  N: number;
+  K: number;
+  mode: LinearMode;
+  bias?: Arr;
+  y0?: Arr;
+  /** LM head mode: y holds the last `headRows` of the M rows. */
+  headRows?: number;
+  /** Fused RMSNorm of x (weight g, epsilon). */
+  norm?: { g: Arr; eps: number };
+  variant?: MatmulChoice;
+  /** Store W as row parts starting at these rows (a SplitWeight). */
+  rowStarts?: Arr;
+}
+
+/** The ops of one linear case (upgrade: every weight counts as big enough for the large prefill tile). */
+async function linearSetup(a: LinearCase, upgrade = false) {
+  const r = await rt();
+  const w = modelWeight(r, a.format, a.W, a.N, a.K, a.rowStarts);
+  const x = r.upload(f32(a.x), 'x');
+  const out = a.headRows ?? a.M;
+  const y = r.buffer(out * a.N * 4, 'y');
+  if (a.y0) r.device.queue.writeBuffer(y, 0, f32(a.y0));
+  const v0 = chooseMatmulVariant(r.ctx, a.variant ?? 'auto');
+  const v = upgrade ? { ...v0, prefillUpgradeMin: 0 } : v0;
+  const args = {
+    x,
+    y,
+    bias: a.bias ? r.upload(f32(a.bias), 'bias') : undefined,
+    accumulate: !!a.y0,
+    head: a.headRows !== undefined,
+    norm: a.norm ? { weight: r.upload(f32(a.norm.g), 'g'), eps: a.norm.eps } : undefined,
+    rows: a.M,
+  };
+  return { r, ops: linearOps(r, w, a.mode, args, 'linear', v), y, out };
+}
+
 /** Uploads a weight through its format's builder, in row chunks like the loader does. */
 function weight(r: Runtime, format: string, W: Arr, rows: number, cols: number, chunkRows = 7) {
   const b = getFormat(format)!.create(r, rows, cols, 'W');
@@ -107,42 +148,27 @@ const api = {
     return { adapter: c.adapterInfo, features: c.features, maxBuffer: c.limits.maxBufferSize, maxBinding: c.limits.maxStorageBufferBindingSize };
   },
 
-  async linear(a: {
-    format: string;
-    x: Arr;
-    W: Arr;
-    M: number;
-    N: number;
-    K: number;
-    mode: LinearMode;
-    bias?: Arr;
-    y0?: Arr;
-    /** LM head mode: y holds the last `headRows` of the M rows. */
-    headRows?: number;
-    /** Fused RMSNorm of x (weight g, epsilon). */
-    norm?: { g: Arr; eps: number };
-    variant?: MatmulChoice;
-    /** Store W as row parts starting at these rows (a SplitWeight). */
-    rowStarts?: Arr;
-  }) {
-    const r = await rt();
-    const w = modelWeight(r, a.format, a.W, a.N, a.K, a.rowStarts);
-    const x = r.upload(f32(a.x), 'x');
-    const out = a.headRows ?? a.M;
-    const y = r.buffer(out * a.N * 4, 'y');
-    if (a.y0) r.device.queue.writeBuffer(y, 0, f32(a.y0));
-    const v = chooseMatmulVariant(r.ctx, a.variant ?? 'auto');
-    const args = {
-      x,
-      y,
-      bias: a.bias ? r.upload(f32(a.bias), 'bias') : undefined,
-      accumulate: !!a.y0,
-      head: a.headRows !== undefined,
-      norm: a.norm ? { weight: r.upload(f32(a.norm.g), 'g'), eps: a.norm.eps } : undefined,
-      rows: a.M,
-    };
-    await runOps(r, linearOps(r, w, a.mode, args, 'linear', v), { T: a.M, headRows: out });
+  async linear(a: LinearCase) {
+    const { r, ops, y, out } = await linearSetup(a);
+    await runOps(r, ops, { T: a.M, headRows: out });
     return readF32(r, y, out * a.N);
+  },
+
+  /**
+   * Prefill on a CPU adapter with the large tile registered for this weight (prefillUpgradeMin 0):
+   * runs once with the load's tile, then Runtime.upgrade() and again; both outputs and shaders.
+   */
+  async linearUpgrade(a: LinearCase) {
+    const { r, ops, y, out } = await linearSetup(a, true);
+    const pending = r.upgradesPending;
+    const pass = async () => {
+      if (a.y0) r.device.queue.writeBuffer(y, 0, f32(a.y0));
+      await runOps(r, ops, { T: a.M, headRows: out });
+      return { y: await readF32(r, y, out * a.N), shaders: ops.map((o) => o.pipeline.label) };
+    };
+    const before = await pass();
+    await r.upgrade();
+    return { pending, before, after: await pass() };
   },
 
   async embed(a: { format: string; table: Arr; V: number; H: number; ids: Arr; rowStarts?: Arr }) {

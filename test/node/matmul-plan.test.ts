@@ -6,6 +6,8 @@ import {
   expandRows,
   matmulWorkgroup,
   rowQuads,
+  PREFILL_LARGE,
+  PREFILL_UPGRADE_MIN,
   scaledFormat,
   skeletonTags,
   tagged,
@@ -94,6 +96,12 @@ describe('matmul tiles and workgroups', () => {
     for (const cpw of [4, 8, 16, 32]) expect([PREFILL_ROWS, 4 * rowQuads(cpu, 'prefill', cpw)]).toEqual([8, 8]);
     // the 576-row down_proj in 8-row slices: 9 workgroups of 8 invocations, none wasted
     expect(matmulWorkgroup(cpu, 1, 'prefill', 576, 2)).toBe(8);
+    // after the load, 16 × 16 for weights of 2^18 or more (SmolLM2-135M's o_proj, 576 × 576, and up); never on GPUs
+    expect(PREFILL_LARGE).toEqual({ mr: 16, rq: 4 });
+    expect(cpu.prefillUpgradeMin).toBe(PREFILL_UPGRADE_MIN);
+    expect(576 * 576).toBeGreaterThanOrEqual(PREFILL_UPGRADE_MIN);
+    expect(64 * 172).toBeLessThan(PREFILL_UPGRADE_MIN); // stories260K's largest matmul
+    expect(gpu.prefillUpgradeMin).toBe(Infinity);
   });
 
   it('CPU adapters: workgroups that cover the rows with little waste, ≥ 16 of them in decode and verify; GPUs keep 64', () => {
