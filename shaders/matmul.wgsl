@@ -47,7 +47,7 @@
 //           the rows with little waste and, in decode and verify, make ≥ 16 workgroups) = WG / LANES
 //           lane groups of LANES lanes. A lane group computes R = 4 · RQ
 //           rows n0 … n0 + R - 1 for MR activation rows m0 … m0 + MR - 1 (m0 = workgroup_id.y · MR);
-//           RQ = 2 in decode and prefill on CPU adapters, 4 in verify (nf4: 2), else 1. Lane l
+//           RQ = 2 in decode and prefill on CPU adapters, 4 in verify of big weights (nf4: 2), else 1. Lane l
 //           walks chunks l, l + LANES, … of its R weight rows (consecutive lanes read consecutive
 //           16-byte chunks: coalesced), decodes each chunk once in registers, and uses it for all
 //           MR activation rows; then `lane_sum` adds the LANES partial sums (subgroupShuffleXor, a

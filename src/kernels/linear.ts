@@ -37,6 +37,8 @@ export interface MatmulVariant {
    * Runtime.upgrade has compiled it in the background; Infinity: never (GPUs).
    */
   prefillUpgradeMin: number;
+  /** Weights (rows × cols) from which verify gives each invocation 16 weight rows (rowQuads); Infinity on GPUs. */
+  wideVerifyMin: number;
 }
 
 /** A requested variant: a lane reduction, 'row-plain' ('row' without xBroadcast), or 'auto'. */
@@ -45,7 +47,9 @@ export type MatmulChoice = MatmulReduce | 'row-plain' | 'auto';
 /**
  * Quads of output rows each lane group computes (RQ in matmul.wgsl, R = 4 · RQ). On CPU adapters
  * ('row') 2 in decode and prefill, so each activation load and broadcast serves 8 weight rows; in
- * verify 4 (nf4: 2), so each activation quad of the pass's rows serves 16 weight rows.
+ * verify 4 (nf4: 2) for weights of wideVerifyMin (2^18) or more, so each activation quad of the
+ * pass's rows serves 16 weight rows, and for smaller ones 2 for int8, else 1 (the wide tile's
+ * compile made a tiny model's speculative load several seconds longer, for nothing).
  * Measured on SwiftShader (SmolLM2-135M gate_up and down_proj, same run, against RQ = 1): decode f32
  * 1.06–1.21×, int8 1.03–1.09×, nf4 1.05–1.24×; prefill int8 ≈ 1.4×, f32 ≈ 1.2×, nf4 1.23–1.28× (8
  * rows); RQ = 4 within ±5 % of 2 for int8 and f32 in decode. Verify (5 rows), best of 4–5 rounds
@@ -53,9 +57,9 @@ export type MatmulChoice = MatmulReduce | 'row-plain' | 'auto';
  * 1.17–1.26× at 4 (an earlier, noisier run had f32 and nf4 at 0.9–1.23× for RQ = 2). Else 1
  * (GPUs: lanes share rows instead).
  */
-export function rowQuads(v: MatmulVariant, mode: LinearMode, cpw: number): number {
+export function rowQuads(v: MatmulVariant, mode: LinearMode, cpw: number, weights = Infinity): number {
   if (v.reduce !== 'row') return 1;
-  if (mode === 'verify') return cpw === 32 ? 2 : 4;
+  if (mode === 'verify') return weights >= v.wideVerifyMin ? (cpw === 32 ? 2 : 4) : cpw === 16 ? 2 : 1;
   return 2;
 }
 /**
@@ -105,7 +109,7 @@ export function chooseMatmulVariant(ctx: GpuContext, requested: MatmulChoice = '
   }
   const maxLanes = reduce === 'row' ? 1 : reduce === 'subgroup' ? sgLanes : 32;
   const xBroadcast = requested !== 'row-plain' && ctx.features.subgroups && sgMin >= 4;
-  return { reduce, maxLanes, prefillLanes: !cpu, xBroadcast, prefillUpgradeMin: reduce === 'row' ? PREFILL_UPGRADE_MIN : Infinity };
+  return { reduce, maxLanes, prefillLanes: !cpu, xBroadcast, prefillUpgradeMin: reduce === 'row' ? PREFILL_UPGRADE_MIN : Infinity, wideVerifyMin: reduce === 'row' ? PREFILL_UPGRADE_MIN : Infinity };
 }
 
 /** Fewest workgroups a decode or verify matmul is split into on CPU adapters (see matmulWorkgroup). */
@@ -319,7 +323,7 @@ export function linearOp(rt: Runtime, w: GpuWeight, mode: LinearMode, a: LinearA
   const mr = a.tile?.mr ?? (mode === 'decode' ? 1 : mode === 'prefill' ? PREFILL_ROWS : Math.max(1, Math.min(MAX_VERIFY_ROWS, a.rows ?? MAX_VERIFY_ROWS)));
   const reduce = lanes === 1 ? 'none' : v.reduce === 'subgroup' ? 'subgroup' : 'workgroup';
   const xb = lanes === 1 && v.xBroadcast;
-  const rq = a.tile?.rq ?? rowQuads(v, mode, cpw);
+  const rq = a.tile?.rq ?? rowQuads(v, mode, cpw, w.rows * w.cols);
   const buffers = [a.x, a.y, a.bias ?? rt.dummyBuffer, a.norm?.weight ?? rt.dummyBuffer, ...w.buffers];
   /** The pipeline (compiling) and grid of an MR × RQ tile. */
   const build = (mr: number, rq: number) => {

@@ -59,6 +59,8 @@ interface LinearCase {
   variant?: MatmulChoice;
   /** Store W as row parts starting at these rows (a SplitWeight). */
   rowStarts?: Arr;
+  /** Build the big weights' verify tile for this (small) weight (wideVerifyMin 0). */
+  wideVerify?: boolean;
 }
 
 /** The ops of one linear case (upgrade: every weight counts as big enough for the large prefill tile). */
@@ -70,7 +72,7 @@ async function linearSetup(a: LinearCase, upgrade = false) {
   const y = r.buffer(out * a.N * 4, 'y');
   if (a.y0) r.device.queue.writeBuffer(y, 0, f32(a.y0));
   const v0 = chooseMatmulVariant(r.ctx, a.variant ?? 'auto');
-  const v = upgrade ? { ...v0, prefillUpgradeMin: 0 } : v0;
+  const v = { ...v0, ...(upgrade ? { prefillUpgradeMin: 0 } : {}), ...(a.wideVerify ? { wideVerifyMin: 0 } : {}) };
   const args = {
     x,
     y,

@@ -87,8 +87,10 @@ describe('matmul tiles and workgroups', () => {
     expect(rowQuads(cpu, 'decode', 32)).toBe(2);
     expect(rowQuads(cpu, 'prefill', 16)).toBe(2);
     expect(rowQuads(cpu, 'prefill', 32)).toBe(2);
-    expect([4, 8, 16].map((cpw) => rowQuads(cpu, 'verify', cpw))).toEqual([4, 4, 4]);
-    expect(rowQuads(cpu, 'verify', 32)).toBe(2);
+    // verify: 16 weight rows (nf4 8) for big weights, the narrower tile for small ones (tiny models compile less)
+    expect([4, 8, 16].map((cpw) => rowQuads(cpu, 'verify', cpw, 576 * 576))).toEqual([4, 4, 4]);
+    expect(rowQuads(cpu, 'verify', 32, 576 * 576)).toBe(2);
+    expect([4, 8, 16, 32].map((cpw) => rowQuads(cpu, 'verify', cpw, 64 * 172))).toEqual([1, 1, 2, 1]);
     for (const mode of ['decode', 'verify', 'prefill'] as const) expect(rowQuads(gpu, mode, 16)).toBe(1);
   });
 
@@ -102,6 +104,8 @@ describe('matmul tiles and workgroups', () => {
     expect(576 * 576).toBeGreaterThanOrEqual(PREFILL_UPGRADE_MIN);
     expect(64 * 172).toBeLessThan(PREFILL_UPGRADE_MIN); // stories260K's largest matmul
     expect(gpu.prefillUpgradeMin).toBe(Infinity);
+    expect(cpu.wideVerifyMin).toBe(PREFILL_UPGRADE_MIN);
+    expect(gpu.wideVerifyMin).toBe(Infinity);
   });
 
   it('CPU adapters: workgroups that cover the rows with little waste, ≥ 16 of them in decode and verify; GPUs keep 64', () => {
