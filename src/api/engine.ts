@@ -60,9 +60,8 @@ export class Engine {
     this.source = l.source;
     this.seq = new Sequence(l.model);
     this.draft = l.draft;
-    this.optimized = this.rt.upgradesPending
-      ? this.rt.upgrade().catch((e: unknown) => console.warn(`nibble: background kernel compile failed; keeping the load's kernels: ${(e as Error)?.message ?? String(e)}`))
-      : Promise.resolve();
+    // (nothing registered: resolves at once)
+    this.optimized = this.rt.upgrade().catch((e: unknown) => console.warn(`nibble: background kernel compile failed; keeping the load's kernels: ${(e as Error)?.message ?? String(e)}`));
     const host: CompletionHost = {
       generate: (p, o) => this.generate(p, o),
       chatTemplate: () => this.chatTemplate(),

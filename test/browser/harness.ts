@@ -61,10 +61,12 @@ interface LinearCase {
   rowStarts?: Arr;
   /** Build the big weights' verify tile for this (small) weight (wideVerifyMin 0). */
   wideVerify?: boolean;
+  /** Register the big weights' prefill tile for this (small) weight (prefillUpgradeMin 0). */
+  largePrefill?: boolean;
 }
 
-/** The ops of one linear case (upgrade: every weight counts as big enough for the large prefill tile). */
-async function linearSetup(a: LinearCase, upgrade = false) {
+/** The ops of one linear case. */
+async function linearSetup(a: LinearCase) {
   const r = await rt();
   const w = modelWeight(r, a.format, a.W, a.N, a.K, a.rowStarts);
   const x = r.upload(f32(a.x), 'x');
@@ -72,7 +74,7 @@ async function linearSetup(a: LinearCase, upgrade = false) {
   const y = r.buffer(out * a.N * 4, 'y');
   if (a.y0) r.device.queue.writeBuffer(y, 0, f32(a.y0));
   const v0 = chooseMatmulVariant(r.ctx, a.variant ?? 'auto');
-  const v = { ...v0, ...(upgrade ? { prefillUpgradeMin: 0 } : {}), ...(a.wideVerify ? { wideVerifyMin: 0 } : {}) };
+  const v = { ...v0, ...(a.largePrefill ? { prefillUpgradeMin: 0 } : {}), ...(a.wideVerify ? { wideVerifyMin: 0 } : {}) };
   const args = {
     x,
     y,
@@ -157,11 +159,11 @@ const api = {
   },
 
   /**
-   * Prefill on a CPU adapter with the large tile registered for this weight (prefillUpgradeMin 0):
-   * runs once with the load's tile, then Runtime.upgrade() and again; both outputs and shaders.
+   * One pass of a linear case (y reset to y0 first) with the shader each op ran, and the upgrades
+   * waiting in the runtime; with `upgrade`, then Runtime.upgrade() and a second pass (`after`).
    */
-  async linearUpgrade(a: LinearCase) {
-    const { r, ops, y, out } = await linearSetup(a, true);
+  async linearShaders(a: LinearCase & { upgrade?: boolean }) {
+    const { r, ops, y, out } = await linearSetup(a);
     const pending = r.upgradesPending;
     const pass = async () => {
       if (a.y0) r.device.queue.writeBuffer(y, 0, f32(a.y0));
@@ -169,6 +171,7 @@ const api = {
       return { y: await readF32(r, y, out * a.N), shaders: ops.map((o) => o.pipeline.label) };
     };
     const before = await pass();
+    if (!a.upgrade) return { pending, before, after: null };
     await r.upgrade();
     return { pending, before, after: await pass() };
   },

@@ -285,42 +285,41 @@ describe('fused dequant kernels vs CPU dequantize + f32 matmul', () => {
     });
   }
 
+  /** A fused case (norm, bias, residual) of `format` with its CPU reference output. */
+  const fusedCase = (format: string, M: number, N: number, K: number, seed: number) => {
+    const x = ref.randn(M * K, seed);
+    const W = ref.randn(N * K, seed + 1, 0.1);
+    const g = ref.randn(K, seed + 2);
+    const bias = ref.randn(N, seed + 3);
+    const y0 = ref.randn(M * N, seed + 4);
+    const dq = q.quantize(format, W, N, K).dequant;
+    const want = ref.matmul(ref.rmsnorm(x, g, M, K, 1e-5), dq, M, N, K, bias, y0);
+    const args = { format, x: Array.from(x), W: Array.from(W), M, N, K, variant: 'row' as const, norm: { g: Array.from(g), eps: 1e-5 }, bias: Array.from(bias), y0: Array.from(y0) };
+    return { args, want };
+  };
+
   // CPU adapters' big prefill weights: the 16 × 16 tile compiled after the load (Runtime.upgrade)
   // and swapped into the op; M = 37: two whole 16-row tiles and a partial one, K not a chunk multiple
   // (int8 shares nf4's scaled skeleton lines; its wide verify tile is checked below)
   for (const format of ['f32', 'nf4'] as const) {
     it(`${format}: the large prefill tile swapped in by Runtime.upgrade matches the reference (+norm +bias +residual)`, async () => {
-      const [M, N, K] = [37, 70, 204];
-      const x = ref.randn(M * K, 31);
-      const W = ref.randn(N * K, 32, 0.1);
-      const g = ref.randn(K, 33);
-      const bias = ref.randn(N, 34);
-      const y0 = ref.randn(M * N, 35);
-      const dq = q.quantize(format, W, N, K).dequant;
-      const got = await call('linearUpgrade', { format, x: Array.from(x), W: Array.from(W), M, N, K, mode: 'prefill', variant: 'row', norm: { g: Array.from(g), eps: 1e-5 }, bias: Array.from(bias), y0: Array.from(y0) });
+      const { args, want } = fusedCase(format, 37, 70, 204, 31);
+      const got = await call('linearShaders', { ...args, mode: 'prefill', largePrefill: true, upgrade: true });
       expect(got.pending).toBe(1);
       expect(got.before.shaders[0]).toMatch(/_mr8_r8:/);
-      expect(got.after.shaders[0]).toMatch(/_mr16_r16:/);
-      const want = ref.matmul(ref.rmsnorm(x, g, M, K, 1e-5), dq, M, N, K, bias, y0);
+      expect(got.after!.shaders[0]).toMatch(/_mr16_r16:/);
       expect(ref.maxAbsDiff(got.before.y, want)).toBeLessThan(1e-4);
-      expect(ref.maxAbsDiff(got.after.y, want)).toBeLessThan(1e-4);
+      expect(ref.maxAbsDiff(got.after!.y, want)).toBeLessThan(1e-4);
     });
   }
 
   // the big weights' verify tile (16 weight rows per invocation, nf4 8) on a small weight
   it('f32, int8, nf4: the wide verify tile of big weights matches the reference (5 rows, +norm +bias +residual)', async () => {
-    const [M, N, K] = [5, 70, 204];
     for (const format of ['f32', 'int8', 'nf4'] as const) {
-      const x = ref.randn(M * K, 41);
-      const W = ref.randn(N * K, 42, 0.1);
-      const g = ref.randn(K, 43);
-      const bias = ref.randn(N, 44);
-      const y0 = ref.randn(M * N, 45);
-      const dq = q.quantize(format, W, N, K).dequant;
-      const got = await call('linearUpgrade', { format, x: Array.from(x), W: Array.from(W), M, N, K, mode: 'verify', variant: 'row', wideVerify: true, norm: { g: Array.from(g), eps: 1e-5 }, bias: Array.from(bias), y0: Array.from(y0) });
+      const { args, want } = fusedCase(format, 5, 70, 204, 41);
+      const got = await call('linearShaders', { ...args, mode: 'verify', wideVerify: true });
       expect(got.pending).toBe(0);
       expect(got.before.shaders[0]).toMatch(format === 'nf4' ? /_mr5_r8:/ : /_mr5_r16:/);
-      const want = ref.matmul(ref.rmsnorm(x, g, M, K, 1e-5), dq, M, N, K, bias, y0);
       expect(ref.maxAbsDiff(got.before.y, want), format).toBeLessThan(1e-4);
     }
   });
