@@ -8,6 +8,7 @@ import { createGpuContext, type GpuContext } from '../gpu/context.ts';
 import { NibbleError, show } from '../errors.ts';
 import { parseJsonText } from '../util/json.ts';
 import { Runtime } from '../kernels/runtime.ts';
+import { chooseMatmulVariant } from '../kernels/linear.ts';
 import { openCheckpoint, type TensorInfo } from '../loader/safetensors.ts';
 import { parseConfig, type LlamaConfig } from '../model/config.ts';
 import { checkTensors } from '../model/architecture.ts';
@@ -120,12 +121,19 @@ function checkOptions(opts: LoadOptions): { plan: QuantPlan; draftPlan: QuantPla
 
 /** The memory preflight of the target and its draft on this device. */
 function sizeLoad(opts: LoadOptions, ctx: GpuContext, target: Checkpoint, plan: QuantPlan, draft: { ck: Checkpoint; plan: QuantPlan; tokens: number } | null): GpuMemoryEstimate {
+  // as LlamaModel.load chooses it (an unknown forced variant fails there, with its own error)
+  let prefillDequant = false;
+  try {
+    prefillDequant = chooseMatmulVariant(ctx, opts.matmul ?? 'auto').prefillDequant;
+  } catch {
+    // LlamaModel.load reports it
+  }
   const sized: PreflightModel[] = [
-    { cfg: target.cfg, tensors: target.tensors, plan, contextLength: opts.contextLength, maxBatch: opts.maxBatch, maxLogitRows: opts.maxLogitRows, samplerRows: draft ? draft.tokens + 1 : 1, draftTokens: draft?.tokens ?? 0, kvCache: opts.kvCache },
+    { cfg: target.cfg, tensors: target.tensors, plan, contextLength: opts.contextLength, maxBatch: opts.maxBatch, maxLogitRows: opts.maxLogitRows, samplerRows: draft ? draft.tokens + 1 : 1, draftTokens: draft?.tokens ?? 0, kvCache: opts.kvCache, prefillDequant },
   ];
   if (draft) {
     // the draft's KV cache has the target's context length
-    sized.push({ cfg: draft.ck.cfg, tensors: draft.ck.tensors, plan: draft.plan, contextLength: modelDims(target.cfg, opts).ctx, maxBatch: opts.maxBatch, maxLogitRows: 1, samplerRows: 0, kvCache: opts.kvCache });
+    sized.push({ cfg: draft.ck.cfg, tensors: draft.ck.tensors, plan: draft.plan, contextLength: modelDims(target.cfg, opts).ctx, maxBatch: opts.maxBatch, maxLogitRows: 1, samplerRows: 0, kvCache: opts.kvCache, prefillDequant });
   }
   return preflight(sized, opts, {
     maxBufferSize: ctx.limits.maxBufferSize,

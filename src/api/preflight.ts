@@ -18,6 +18,7 @@ import { DEFAULT_HOST_MEMORY_BUDGET } from '../loader/weights.ts';
 import { ropeInvFreq, type LlamaConfig } from '../model/config.ts';
 import { modelDims } from '../model/llama.ts';
 import { kvCacheBytes } from '../kernels/ops.ts';
+import { prefillDequantBytes } from '../kernels/linear.ts';
 import { bufferSize } from '../kernels/runtime.ts';
 import { architectureOf } from '../model/architecture.ts';
 import type { BindingLimits } from '../model/spec.ts';
@@ -39,6 +40,8 @@ export interface PreflightModel {
   draftTokens?: number;
   /** KV cache storage (LoadOptions.kvCache; default f32). */
   kvCache?: 'f32' | 'f16';
+  /** The load's matmul variant decodes nf4 weights to an f32 copy for prefill (MatmulVariant.prefillDequant: CPU adapters). */
+  prefillDequant?: boolean;
 }
 
 export interface PreflightLoad {
@@ -85,7 +88,8 @@ function modelBuffers(m: PreflightModel, load: PreflightLoad, prefix: string, li
   const chunkBytes = Math.min(load.hostMemoryBudget ?? DEFAULT_HOST_MEMORY_BUDGET, Math.max(1 << 16, load.chunkBytes ?? DEFAULT_CHUNK_BYTES));
   const staging: number[] = [];
   // the weights exactly as LlamaModel.load builds them (split into row parts to fit `limits`)
-  for (const w of architectureOf(cfg).describeWeights(cfg, m.tensors, m.plan, limits).all) {
+  const spec = architectureOf(cfg).describeWeights(cfg, m.tensors, m.plan, limits);
+  for (const w of spec.all) {
     if (w.kind === 'vector') {
       add(w.label, w.cols * 4, 'weights');
       weightBytes += bufferSize(w.cols * 4);
@@ -126,6 +130,9 @@ function modelBuffers(m: PreflightModel, load: PreflightLoad, prefix: string, li
   add('act', B * I * 4, 'scratch');
   add('logits', maxLogitRows * V * 4, 'scratch');
   add('rope_cos_sin', ctx * ropeInvFreq(cfg).length * 2 * 4, 'scratch');
+  const bind = limits ? Math.min(limits.maxBufferSize, limits.maxStorageBufferBindingSize) : Infinity;
+  const dequant = prefillDequantBytes(!!m.prefillDequant, spec.layers.flatMap((L) => [L.qkv, L.o, L.gateUp, L.down]), bind);
+  if (dequant > 0) add('prefill_dequant', dequant, 'scratch');
   for (let i = 0; i < 4; i++) add(`token_readback${i}`, 16, 'scratch');
   // a GpuSampler (generate/sampler.ts) of `rows` logit rows
   const sampler = (prefix: string, rows: number) => {

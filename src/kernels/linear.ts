@@ -5,6 +5,7 @@ import { split2d, type Op, type Runtime } from './runtime.ts';
 import matmulSrc from '../../shaders/matmul.wgsl?raw';
 import laneSumSrc from '../../shaders/lane_sum.wgsl?raw';
 import embedSrc from '../../shaders/embed.wgsl?raw';
+import dequantSrc from '../../shaders/dequant.wgsl?raw';
 
 /**
  * y = x · Wᵀ for every weight format, through one skeleton (shaders/matmul.wgsl) with the format's
@@ -39,6 +40,11 @@ export interface MatmulVariant {
   prefillUpgradeMin: number;
   /** Weights (rows × cols) from which verify gives each invocation 16 weight rows (rowQuads); Infinity on GPUs. */
   wideVerifyMin: number;
+  /**
+   * CPU adapters ('row'): a prefill pass decodes each layer weight of a PREFILL_DEQUANT format to
+   * f32 once (shaders/dequant.wgsl) and runs the f32 matmul on it (LinearArgs.dequant).
+   */
+  prefillDequant: boolean;
 }
 
 /** A requested variant: a lane reduction, 'row-plain' ('row' without xBroadcast), or 'auto'. */
@@ -109,7 +115,43 @@ export function chooseMatmulVariant(ctx: GpuContext, requested: MatmulChoice = '
   }
   const maxLanes = reduce === 'row' ? 1 : reduce === 'subgroup' ? sgLanes : 32;
   const xBroadcast = requested !== 'row-plain' && ctx.features.subgroups && sgMin >= 4;
-  return { reduce, maxLanes, prefillLanes: !cpu, xBroadcast, prefillUpgradeMin: reduce === 'row' ? PREFILL_UPGRADE_MIN : Infinity, wideVerifyMin: reduce === 'row' ? PREFILL_UPGRADE_MIN : Infinity };
+  return {
+    reduce,
+    maxLanes,
+    prefillLanes: !cpu,
+    xBroadcast,
+    prefillUpgradeMin: reduce === 'row' ? PREFILL_UPGRADE_MIN : Infinity,
+    wideVerifyMin: reduce === 'row' ? PREFILL_UPGRADE_MIN : Infinity,
+    prefillDequant: reduce === 'row' && cpu,
+  };
+}
+
+/**
+ * Decoders whose prefill on CPU adapters goes through an f32 copy of the weight (prefillDequant):
+ * nf4's codebook lookup is a per-lane gather in SwiftShader's JIT, which the tile repeats for every
+ * 16 activation rows. Measured on SwiftShader (SmolLM2-135M gate_up / down_proj, 64 rows, 16 × 16
+ * tile, ns per weight and row, same run, 2026-12-07): nf4 0.65 / 0.57, f32 0.28 / 0.29, int8
+ * 0.24 / 0.22 (int8 decodes with integer multiplies and a conversion: it stays direct).
+ */
+export const PREFILL_DEQUANT = new Set(['nf4', 'nf4dq']);
+/** Largest f32 copy a prefill dequantizes into (bigger weights keep the direct kernel). */
+export const PREFILL_DEQUANT_MAX = 128 * 2 ** 20;
+
+/**
+ * Bytes of a model's f32 dequant scratch: the largest f32 copy of its layer weights (rows × cols ×
+ * 4) in a PREFILL_DEQUANT format that fits `bindLimit` and PREFILL_DEQUANT_MAX; 0 when none does or
+ * `enabled` (MatmulVariant.prefillDequant) is false. LlamaModel.load and the memory preflight size it alike.
+ */
+export function prefillDequantBytes(enabled: boolean, weights: ReadonlyArray<{ format: string; rows: number; cols: number }>, bindLimit: number): number {
+  if (!enabled) return 0;
+  const cap = Math.min(bindLimit, PREFILL_DEQUANT_MAX);
+  let most = 0;
+  for (const w of weights) {
+    const f = getFormat(w.format);
+    const bytes = w.rows * w.cols * 4;
+    if (f && PREFILL_DEQUANT.has(f.decoder.name) && bytes <= cap) most = Math.max(most, bytes);
+  }
+  return most;
 }
 
 /** Fewest workgroups a decode or verify matmul is split into on CPU adapters (see matmulWorkgroup). */
@@ -288,6 +330,11 @@ export interface LinearArgs {
   tile?: { mr?: number; rq?: number };
   /** This weight is a row part of a split one: its rows are y columns first … of a y row of `of` columns. */
   columns?: { of: number; first: number };
+  /**
+   * prefill: the model's f32 scratch (prefillDequantBytes). A weight in a PREFILL_DEQUANT format
+   * that fits it is decoded there (dequantOp) and the f32 matmul runs on the copy: two ops.
+   */
+  dequant?: { scratch: GPUBuffer; bytes: number };
 }
 
 /** A weight as the model holds it: whole, or in row parts (SplitWeight) when it exceeds a binding. */
@@ -305,8 +352,35 @@ export function weightParts(w: ModelWeight): Array<{ part: GpuWeight; row0: numb
  */
 export function linearOps(rt: Runtime, w: ModelWeight, mode: LinearMode, a: LinearArgs, label: string, v: MatmulVariant): Op[] {
   const parts = weightParts(w);
-  if (parts.length === 1) return [linearOp(rt, parts[0]!.part, mode, a, label, v)];
-  return parts.map(({ part, row0 }, i) => linearOp(rt, part, mode, { ...a, columns: { of: w.rows, first: row0 } }, `${label}#${i}`, v));
+  if (parts.length === 1) return partOps(rt, parts[0]!.part, mode, a, label, v);
+  return parts.flatMap(({ part, row0 }, i) => partOps(rt, part, mode, { ...a, columns: { of: w.rows, first: row0 } }, `${label}#${i}`, v));
+}
+
+/** One weight's matmul: its op, or with `a.dequant` (prefill) the dequant op and the f32 matmul on the copy. */
+function partOps(rt: Runtime, w: GpuWeight, mode: LinearMode, a: LinearArgs, label: string, v: MatmulVariant): Op[] {
+  const f = formatOf(w);
+  const { dequant, ...rest } = a;
+  if (mode !== 'prefill' || !dequant || a.tile || !PREFILL_DEQUANT.has(f.decoder.name) || w.rows * w.cols * 4 > dequant.bytes) {
+    return [linearOp(rt, w, mode, rest, label, v)];
+  }
+  const flat: GpuWeight = { format: 'f32', rows: w.rows, cols: w.cols, buffers: [dequant.scratch], bytes: w.rows * w.cols * 4, constants: {} };
+  return [dequantOp(rt, w, dequant.scratch, `${label}:${w.format}`), linearOp(rt, flat, mode, rest, `${label}:${w.format}`, v)];
+}
+
+/**
+ * out = the weight decoded to f32 rows (shaders/dequant.wgsl; the f32 format's layout, so the f32
+ * matmul reads it as a weight): one invocation per 16-byte chunk of codes.
+ */
+export function dequantOp(rt: Runtime, w: GpuWeight, out: GPUBuffer, label: string): Op {
+  if (w.cols % 4 !== 0) {
+    throw new NibbleError('unsupported-architecture', `${label}: matmul rows of ${w.cols} inputs are not a multiple of 4`);
+  }
+  const f = formatOf(w);
+  const cpw = chunkWeights(f);
+  const code = f.decoder.code + '\n' + expandQuads(dequantSrc, cpw / 4);
+  const pipeline = rt.pipelineAsync(`dequant_${f.decoder.name}`, code, 'main', { K: w.cols, N: w.rows, ...w.constants });
+  const [gx, gy] = split2d(Math.ceil((w.rows * Math.ceil(w.cols / cpw)) / WG));
+  return rt.op(`${label}:dequant`, pipeline, [out, ...w.buffers], () => [gx, gy, 1] as const);
 }
 
 /**

@@ -7,7 +7,7 @@ import type { ModelSource } from '../source/types.ts';
 import type { HostMemoryMeter } from '../util/host-budget.ts';
 import { loadWeights, type LoadStats, type WeightLoadOptions } from '../loader/weights.ts';
 import type { Op, Runtime, StepShape } from '../kernels/runtime.ts';
-import { chooseMatmulVariant, embedOps, linearOps, MAX_VERIFY_ROWS, type LinearMode, type MatmulReduce, type MatmulVariant, type ModelWeight } from '../kernels/linear.ts';
+import { chooseMatmulVariant, embedOps, linearOps, MAX_VERIFY_ROWS, prefillDequantBytes, type LinearMode, type MatmulReduce, type MatmulVariant, type ModelWeight } from '../kernels/linear.ts';
 import { attentionOp, attentionPrefillOp, kvCacheBytes, ropeKvOp, ropeTable, swigluOp } from '../kernels/ops.ts';
 import { argmaxRowsOp } from '../kernels/sample.ts';
 import type { QuantPlan } from '../quant/plan.ts';
@@ -18,7 +18,8 @@ import type { QuantPlan } from '../quant/plan.ts';
  *   embed → [rmsnorm·qkv, rope+kv-write, attention, o(+residual), rmsnorm·gate·up, swiglu,
  *            down(+residual)] × L → final rmsnorm·LM head (last rows) → argmax
  * q/k/v are fused into one [q|k|v] weight and gate/up into one [gate|up] weight at load, and each
- * RMSNorm runs in the prologue of the matmul that follows it, so a layer is 7 dispatches. Nothing
+ * RMSNorm runs in the prologue of the matmul that follows it, so a layer is 7 dispatches (a
+ * prefill pass on a CPU adapter adds one per nf4 weight: its f32 copy, linear.ts PREFILL_DEQUANT). Nothing
  * here depends on the weight format: linearOp(s)/embedOps pick kernels. Three op lists share the
  * buffers: decode (1 row), verify (≤ verifyRows rows, speculative decoding) and prefill.
  */
@@ -90,7 +91,7 @@ export class LlamaModel {
     rt: Runtime,
     cfg: LlamaConfig,
     w: Omit<LlamaWeights, 'layers'> & { layers: LayerWeights[] },
-    dims: { ctx: number; maxBatch: number; maxLogitRows: number; verifyRows: number; variant: MatmulVariant; kv16: boolean },
+    dims: { ctx: number; maxBatch: number; maxLogitRows: number; verifyRows: number; variant: MatmulVariant; kv16: boolean; dequantBytes: number },
     owned: GPUBuffer[],
     stats: { weightBytes: number; matrixBytes: number; weightCount: number; formats: Record<string, number>; host: HostMemoryMeter },
   ) {
@@ -122,6 +123,8 @@ export class LlamaModel {
     this.logits = mk(dims.maxLogitRows * V, 'logits');
     const cs = rt.upload(ropeTable(ropeInvFreq(cfg), dims.ctx), 'rope_cos_sin');
     this.buffers.push(cs);
+    // CPU adapters: prefill decodes nf4 layer weights into this f32 copy, one at a time (linear.ts PREFILL_DEQUANT)
+    const dequant = dims.dequantBytes > 0 ? { scratch: mk(dims.dequantBytes / 4, 'prefill_dequant'), bytes: dims.dequantBytes } : undefined;
 
     this.opsEmbed = embedOps(rt, w.embed, this.tokens, h);
     const shape = { nHeads: nH, nKvHeads: nKV, headDim: D, ctx: dims.ctx, kv16: dims.kv16 };
@@ -129,7 +132,7 @@ export class LlamaModel {
     const v = dims.variant;
     const modes: LinearMode[] = dims.verifyRows > 1 ? ['decode', 'verify', 'prefill'] : ['decode', 'prefill'];
     for (const mode of modes) {
-      const lin = (wt: ModelWeight, a: Parameters<typeof linearOps>[3], label: string) => linearOps(rt, wt, mode, { ...a, rows: dims.verifyRows }, label, v);
+      const lin = (wt: ModelWeight, a: Parameters<typeof linearOps>[3], label: string) => linearOps(rt, wt, mode, { ...a, rows: dims.verifyRows, dequant }, label, v);
       const ops: Op[] = [];
       w.layers.forEach((L, i) => {
         const p = `layer${i}`;
@@ -202,6 +205,8 @@ export class LlamaModel {
       const kv16 = opts.kvCache === 'f16';
       const kvBytes = kvCacheBytes({ nHeads: cfg.numHeads, nKvHeads: cfg.numKvHeads, ctx, headDim: cfg.headDim, kv16 });
       const weights = assembleWeights(spec, w);
+      const lim = rt.ctx.limits;
+      const dequantBytes = prefillDequantBytes(variant.prefillDequant, spec.layers.flatMap((L) => [L.qkv, L.o, L.gateUp, L.down]), Math.min(lim.maxBufferSize, lim.maxStorageBufferBindingSize));
       const layers: LayerWeights[] = weights.layers.map((L, i) => {
         const k = rt.buffer(kvBytes, `layer${i}.k_cache`);
         owned.push(k);
@@ -209,7 +214,7 @@ export class LlamaModel {
         owned.push(v);
         return { ...L, k, v };
       });
-      const model = new LlamaModel(rt, cfg, { ...weights, layers }, { ctx, maxBatch, maxLogitRows, verifyRows, variant, kv16 }, owned, {
+      const model = new LlamaModel(rt, cfg, { ...weights, layers }, { ctx, maxBatch, maxLogitRows, verifyRows, variant, kv16, dequantBytes }, owned, {
         weightBytes: w.weightBytes,
         matrixBytes: w.matrixBytes,
         weightCount: w.weightCount,

@@ -63,6 +63,8 @@ interface LinearCase {
   wideVerify?: boolean;
   /** Register the big weights' prefill tile for this (small) weight (prefillUpgradeMin 0). */
   largePrefill?: boolean;
+  /** prefill: an f32 dequant scratch of this many bytes (LinearArgs.dequant; the model's is prefillDequantBytes). */
+  dequantBytes?: number;
 }
 
 /** The ops of one linear case. */
@@ -83,6 +85,7 @@ async function linearSetup(a: LinearCase) {
     head: a.headRows !== undefined,
     norm: a.norm ? { weight: r.upload(f32(a.norm.g), 'g'), eps: a.norm.eps } : undefined,
     rows: a.M,
+    dequant: a.dequantBytes ? { scratch: r.buffer(a.dequantBytes, 'dequant'), bytes: a.dequantBytes } : undefined,
   };
   return { r, ops: linearOps(r, w, a.mode, args, 'linear', v), y, out };
 }

@@ -313,6 +313,35 @@ describe('fused dequant kernels vs CPU dequantize + f32 matmul', () => {
     });
   }
 
+  // CPU adapters' prefill of nf4 weights: decoded to an f32 copy (dequant.wgsl), then the f32 matmul
+  // (also with the large tile swapped in, and per row part of a split weight); formats outside
+  // PREFILL_DEQUANT, and weights larger than the scratch, keep the direct kernel
+  it('nf4, nf4-dq: prefill through the f32 dequant copy matches the reference (+norm +bias +residual, split, upgraded)', async () => {
+    const [M, N, K] = [37, 70, 204];
+    for (const format of ['nf4', 'nf4-dq'] as const) {
+      const { args, want } = fusedCase(format, M, N, K, 51);
+      const got = await call('linearShaders', { ...args, mode: 'prefill', dequantBytes: N * K * 4, largePrefill: true, upgrade: true });
+      expect(got.before.shaders, format).toEqual([expect.stringMatching(/^dequant_nf4(dq)?:/), expect.stringMatching(/^matmul_f32_\w+_mr8_r8:/)]);
+      expect(got.after!.shaders[1]).toMatch(/^matmul_f32_\w+_mr16_r16:/);
+      expect(ref.maxAbsDiff(got.before.y, want), format).toBeLessThan(1e-4);
+      expect(ref.maxAbsDiff(got.after!.y, want), format).toBeLessThan(1e-4);
+      const split = await call('linearShaders', { ...args, mode: 'prefill', dequantBytes: 40 * K * 4, rowStarts: [0, 40] });
+      expect(split.before.shaders.map((s) => s.split(':')[0]!.replace(/_mr\d+_r\d+$/, ''))).toEqual(['dequant_' + format.replace('-', ''), 'matmul_f32_xb', 'dequant_' + format.replace('-', ''), 'matmul_f32_xb']);
+      // (nf4-dq quantizes each part's absmax on its own: the direct kernel on the same parts is the reference)
+      const splitDirect = await call('linearShaders', { ...args, mode: 'prefill', rowStarts: [0, 40] });
+      expect(ref.maxAbsDiff(split.before.y, splitDirect.before.y), `${format} split`).toBeLessThan(1e-4);
+      if (format === 'nf4') expect(ref.maxAbsDiff(split.before.y, want), `${format} split`).toBeLessThan(1e-4);
+    }
+    const small = fusedCase('nf4', M, N, K, 52);
+    const direct = await call('linearShaders', { ...small.args, mode: 'prefill', dequantBytes: N * K * 4 - 4 });
+    expect(direct.before.shaders).toEqual([expect.stringMatching(/^matmul_nf4_/)]);
+    expect(ref.maxAbsDiff(direct.before.y, small.want)).toBeLessThan(1e-4);
+    const i8 = fusedCase('int8', M, N, K, 53);
+    const kept = await call('linearShaders', { ...i8.args, mode: 'prefill', dequantBytes: N * K * 4 });
+    expect(kept.before.shaders).toEqual([expect.stringMatching(/^matmul_int8_/)]);
+    expect(ref.maxAbsDiff(kept.before.y, i8.want)).toBeLessThan(1e-4);
+  });
+
   // the big weights' verify tile (16 weight rows per invocation, nf4 8) on a small weight
   it('f32, int8, nf4: the wide verify tile of big weights matches the reference (5 rows, +norm +bias +residual)', async () => {
     for (const format of ['f32', 'int8', 'nf4'] as const) {

@@ -8,6 +8,8 @@ import {
   rowQuads,
   PREFILL_LARGE,
   PREFILL_UPGRADE_MIN,
+  PREFILL_DEQUANT_MAX,
+  prefillDequantBytes,
   scaledFormat,
   skeletonTags,
   tagged,
@@ -106,6 +108,25 @@ describe('matmul tiles and workgroups', () => {
     expect(gpu.prefillUpgradeMin).toBe(Infinity);
     expect(cpu.wideVerifyMin).toBe(PREFILL_UPGRADE_MIN);
     expect(gpu.wideVerifyMin).toBe(Infinity);
+  });
+
+  it('CPU adapters prefill nf4 weights through an f32 copy: the scratch is the largest that fits; never on GPUs', () => {
+    expect(cpu.prefillDequant).toBe(true);
+    expect(gpu.prefillDequant).toBe(false);
+    expect(chooseMatmulVariant(ctx(false, 32), 'row').prefillDequant).toBe(false); // 'row' forced on a GPU
+    const smol = [
+      { format: 'nf4', rows: 960, cols: 576 },
+      { format: 'nf4', rows: 3072, cols: 576 },
+      { format: 'int8', rows: 4096, cols: 576 }, // int8 decodes cheaply: no copy
+      { format: 'nf4-dq', rows: 576, cols: 1536 },
+    ];
+    expect(prefillDequantBytes(true, smol, 128 * 2 ** 20)).toBe(3072 * 576 * 4);
+    expect(prefillDequantBytes(false, smol, 128 * 2 ** 20)).toBe(0);
+    expect(prefillDequantBytes(true, smol, 4 * 2 ** 20)).toBe(576 * 1536 * 4); // gate_up's copy would not bind: direct
+    expect(prefillDequantBytes(true, [{ format: 'f32', rows: 64, cols: 64 }], 2 ** 30)).toBe(0);
+    // Llama-3.2-1B: gate_up's f32 copy (128 MiB) is just within PREFILL_DEQUANT_MAX, over a 128 MiB binding it is not
+    expect(prefillDequantBytes(true, [{ format: 'nf4', rows: 16384, cols: 2048 }], 2 ** 31)).toBe(PREFILL_DEQUANT_MAX);
+    expect(prefillDequantBytes(true, [{ format: 'nf4', rows: 16384, cols: 2048 }, { format: 'nf4', rows: 2048, cols: 8192 }], 2 ** 27 - 4)).toBe(2048 * 8192 * 4);
   });
 
   it('CPU adapters: workgroups that cover the rows with little waste, ≥ 16 of them in decode and verify; GPUs keep 64', () => {
