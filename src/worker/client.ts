@@ -271,6 +271,11 @@ export class WorkerEngine {
   readonly chat: { completions: WorkerChatCompletions };
   /** OpenAI-style completions on a raw prompt: `engine.completions.create({ prompt, ... })`. */
   readonly completions: WorkerCompletions;
+  /**
+   * Resolves once the worker's engine has its kernels compiled after the load in use
+   * (Engine.optimized); never rejects (a worker that is gone, or a disposed engine, resolves it too).
+   */
+  readonly optimized: Promise<void>;
   private readonly conn: Connection;
   private readonly handle: number;
   private readonly owned: boolean;
@@ -284,6 +289,10 @@ export class WorkerEngine {
     this.owned = owned;
     this.chat = { completions: { create: (req: ChatCompletionRequest) => this.create('chat', req) } as WorkerChatCompletions };
     this.completions = { create: (req: CompletionRequest) => this.create('completion', req) } as WorkerCompletions;
+    this.optimized = conn.request({ kind: 'optimized', engine: handle }).then(
+      () => undefined,
+      () => undefined,
+    );
   }
 
   /**

@@ -77,6 +77,9 @@ export function exposeEngine(scope: HostScope = globalThis as unknown as HostSco
         return engineOf(req.engine).tokenizer.encode(req.text, req.addSpecialTokens);
       case 'decode':
         return engineOf(req.engine).tokenizer.decode(req.ids, req.skipSpecialTokens);
+      case 'optimized':
+        await engineOf(req.engine).optimized;
+        return null;
       case 'dispose': {
         const e = engines.get(req.engine);
         engines.delete(req.engine);

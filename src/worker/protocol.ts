@@ -11,6 +11,7 @@
  *   generate {engine, prompt, options}       →     text* · result {GenerateResult} | error
  *   chat / completion {engine, request}      →     (stream · chunk*)? · result | error
  *   perplexity / encode / decode {engine, …} →     result | error
+ *   optimized {engine}                       →     result (once Engine.optimized has resolved)
  *   dispose {engine}                         →     result (once its GPU memory is freed)
  *   cancel {target}                          →     (none; the target request ends as an abort would)
  *
@@ -48,6 +49,7 @@ export type Request =
   | { kind: 'perplexity'; id: number; engine: number; ids: number[] }
   | { kind: 'encode'; id: number; engine: number; text: string; addSpecialTokens: boolean }
   | { kind: 'decode'; id: number; engine: number; ids: number[]; skipSpecialTokens: boolean }
+  | { kind: 'optimized'; id: number; engine: number }
   | { kind: 'dispose'; id: number; engine: number }
   | { kind: 'cancel'; id: number; target: number; reason?: string };
 

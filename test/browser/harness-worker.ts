@@ -143,7 +143,9 @@ const api = {
   async tokens(a: { key: string; text: string; pplText: string }) {
     const e = engine(a.key);
     const ids = await e.encode(a.text);
-    return { ids, text: await e.decode(ids), perplexity: await e.perplexity(await e.encode(a.pplText)) };
+    // optimized: the worker's Engine.optimized (a tiny model registers no upgrade: resolved at once)
+    const optimized = await Promise.race([e.optimized.then(() => 'resolved'), new Promise((r) => setTimeout(() => r('pending'), 10_000))]);
+    return { ids, text: await e.decode(ids), perplexity: await e.perplexity(await e.encode(a.pplText)), optimized };
   },
 
   /** Disposes `key`; what a call afterwards gets. */

@@ -121,9 +121,10 @@ describe('WorkerEngine on stories260K', () => {
     expect(r.after.finishReason).toBe('length');
   });
 
-  it('tokenizer and perplexity calls run in the worker', async () => {
+  it('tokenizer and perplexity calls run in the worker; optimized resolves', async () => {
     const g = golden.prompts[0];
     const r = await call('tokens', { key: 'stories', text: g.prompt, pplText: g.prompt + g.generated_text });
+    expect(r.optimized).toBe('resolved');
     expect(r.ids).toEqual(g.hf_input_ids);
     expect(r.text).toBe(g.prompt);
     expect(r.perplexity.tokens).toBeGreaterThan(40);
