@@ -57,6 +57,8 @@ export interface BenchOptions {
   draftQuant?: FormatName;
   /** Draft tokens per round (default 4). */
   draftTokens?: number;
+  /** DraftOptions.pipeline for the speculative rows (default: the engine's, off on CPU adapters). */
+  draftPipeline?: boolean;
   /** Per-kernel GPU time of decode steps (timestamp-query) for each plain row. */
   profile?: boolean;
   /** Roofline probe buffer size in bytes (default 256 MiB, capped by the adapter's limits). */
@@ -127,6 +129,8 @@ export interface BenchRow extends EngineRowFields {
   /** Speculative rows only: the draft's format, tokens per round, acceptance, speed-up over the plain row. */
   draft?: string;
   draftTokens?: number;
+  /** Whether its rounds queued the next draft pass before the verify's readback (DraftOptions.pipeline). */
+  draftPipeline?: boolean;
   acceptanceRate?: number;
   tokensPerTargetPass?: number;
   /** Speculative rows: median tok/s of the plain-decoding runs interleaved with the speculative ones (same engine). */
@@ -239,7 +243,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         cache: false, // the runtime's browser profile is temporary: a stored cache entry would be thrown away
         ...(o.matmul ? { matmul: o.matmul } : {}),
         ...(o.kvCache ? { kvCache: o.kvCache } : {}),
-        ...(draft ? { draft: { quant: draft.quant, tokens: draft.tokens } } : {}),
+        ...(draft ? { draft: { quant: draft.quant, tokens: draft.tokens, ...(o.draftPipeline === undefined ? {} : { pipeline: o.draftPipeline }) } } : {}),
       };
       let info: EngineInfo;
       try {
@@ -343,6 +347,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       if (draft) {
         row.draft = draft.quant;
         row.draftTokens = draft.tokens;
+        row.draftPipeline = info.draft?.pipeline ?? false;
         row.acceptanceRate = accept.length ? accept.reduce((a, b) => a + b, 0) / accept.length : 0;
         row.tokensPerTargetPass = perPass.length ? perPass.reduce((a, b) => a + b, 0) / perPass.length : 0;
         row.plainDecodeTokensPerSecond = median(plainDecode);

@@ -25,7 +25,7 @@ import { measureRoofline, OpProfiler, type ProfileResult, type RooflineResult } 
 export type JobLoadOptions = Omit<LoadOptions, 'onProgress' | 'signal' | 'cache' | 'draft' | 'quant'> & {
   quant?: JobQuant;
   cache?: boolean;
-  draft?: { model?: string; quant?: JobQuant; tokens?: number; adaptive?: boolean };
+  draft?: { model?: string; quant?: JobQuant; tokens?: number; adaptive?: boolean; pipeline?: boolean };
 };
 
 /** A QuantOption that survives JSON: override patterns as strings. */

@@ -81,7 +81,7 @@ export class Engine {
       sampler: () => this.targetSampler(),
       speculator: () => {
         if (!this.draft) return null;
-        this.speculator ??= new Speculator(this.model, this.draft.model, this.seq, this.targetSampler(), this.draft.tokens, this.draft.adaptive);
+        this.speculator ??= new Speculator(this.model, this.draft.model, this.seq, this.targetSampler(), this.draft.tokens, this.draft.adaptive, this.draft.pipeline);
         return this.speculator;
       },
     };

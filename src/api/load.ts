@@ -42,7 +42,7 @@ export interface LoadedEngine {
   model: LlamaModel;
   tokenizer: TextTokenizer;
   info: EngineInfo;
-  draft: { model: LlamaModel; tokens: number; adaptive: boolean } | null;
+  draft: { model: LlamaModel; tokens: number; adaptive: boolean; pipeline: boolean } | null;
 }
 
 async function readJson(source: ModelSource, file: string, whose: string, signal?: AbortSignal): Promise<unknown> {
@@ -109,6 +109,9 @@ function checkOptions(opts: LoadOptions): { plan: QuantPlan; draftPlan: QuantPla
   const draftTokens = opts.draft?.tokens ?? 4;
   if (opts.draft && (!Number.isInteger(draftTokens) || draftTokens < 1 || draftTokens > 32)) {
     throw new NibbleError('bad-argument', `draft tokens must be an integer in 1..32, got ${opts.draft.tokens}`);
+  }
+  if (opts.draft?.pipeline !== undefined && typeof opts.draft.pipeline !== 'boolean') {
+    throw new NibbleError('bad-argument', `draft pipeline must be true or false, got ${show(opts.draft.pipeline)}`);
   }
   if (opts.kvCache !== undefined && opts.kvCache !== 'f32' && opts.kvCache !== 'f16') {
     throw new NibbleError('bad-argument', `kvCache must be 'f32' or 'f16', got ${show(opts.kvCache)}`);
@@ -220,6 +223,8 @@ export async function loadEngine(model: string | ModelSource, opts: LoadOptions)
     progress.detach();
   }
   const m = loaded.model;
+  // speculative rounds queue the next draft pass ahead of the readback, except on CPU adapters (DraftOptions.pipeline)
+  const pipeline = opts.draft?.pipeline ?? !ctx.adapterInfo.cpuBacked;
   const info: EngineInfo = {
     model: target.name,
     adapter: ctx.adapterInfo,
@@ -237,7 +242,7 @@ export async function loadEngine(model: string | ModelSource, opts: LoadOptions)
     loadMs: performance.now() - t0,
     generationDefaults: generationDefaults(target.genCfg),
     ...(draft && loaded.draft
-      ? { draft: { model: draft.ck.name, quantKey: planKey(draft.plan), ...describe(loaded.draft), tokens: draftTokens, adaptive: !!opts.draft?.adaptive } }
+      ? { draft: { model: draft.ck.name, quantKey: planKey(draft.plan), ...describe(loaded.draft), tokens: draftTokens, adaptive: !!opts.draft?.adaptive, pipeline } }
       : {}),
   };
   return {
@@ -246,6 +251,6 @@ export async function loadEngine(model: string | ModelSource, opts: LoadOptions)
     model: m,
     tokenizer,
     info,
-    draft: loaded.draft ? { model: loaded.draft, tokens: draftTokens, adaptive: !!opts.draft?.adaptive } : null,
+    draft: loaded.draft ? { model: loaded.draft, tokens: draftTokens, adaptive: !!opts.draft?.adaptive, pipeline } : null,
   };
 }

@@ -79,6 +79,14 @@ export interface DraftOptions {
    * accepted count + 1, between 1 and `tokens`.
    */
   adaptive?: boolean;
+  /**
+   * Queue the next round's first draft pass before the verify's result is read back, as if the
+   * round were accepted whole (wasted, and rolled back, when it is not): the readback's round trip
+   * then no longer leaves the GPU idle. After a round that was not accepted whole, the next one
+   * waits. Default: on, except on CPU adapters (SwiftShader), where a draft pass costs far more than
+   * the round trip it hides.
+   */
+  pipeline?: boolean;
 }
 
 export interface GenerateOptions extends SamplingOptions {
@@ -178,5 +186,5 @@ export interface EngineInfo {
   /** Sampling settings from generation_config.json (when it asks for sampling; empty otherwise). */
   generationDefaults: SamplingOptions;
   /** The draft model of speculative decoding, when one was loaded. */
-  draft?: { model: string; quantKey: string; weightBytes: number; bitsPerWeight: number; formats: Record<string, number>; tokens: number; adaptive: boolean };
+  draft?: { model: string; quantKey: string; weightBytes: number; bitsPerWeight: number; formats: Record<string, number>; tokens: number; adaptive: boolean; pipeline: boolean };
 }

@@ -38,6 +38,11 @@ export interface SpeculativeStats {
  *              draw from p after k acceptances) on the GPU: 2 + k ids cross back, never probabilities.
  *              Noise is keyed by (seed, position) like plain sampling, so a draft that is the target
  *              itself reproduces plain sampling's tokens.
+ * With `pipeline`, the draft's first pass of the next round (the last draft token and the target's
+ * bonus token, copied on the GPU) is queued right after the verify pass, before its readback, as if
+ * the round were accepted whole; the CPU round trip then overlaps GPU work. When the round is not
+ * accepted whole, that pass is rolled back like a rejected draft (and the next round does not
+ * queue one).
  * Rejected positions are rolled back in both caches by bookkeeping only (Sequence.rollback): the
  * k/v beyond the kept tokens are overwritten by later passes. Penalties are not supported here (their counts
  * would need rolling back too): the engine decodes plainly when they are set.
@@ -62,6 +67,8 @@ export class Speculator {
   readonly k: number;
   /** Adapt the proposals per round to the acceptance: +1 after a full acceptance, else n + 1 (≤ k). */
   readonly adaptive: boolean;
+  /** Queue the next round's first draft pass before the verify's readback (see the class comment). */
+  readonly pipeline: boolean;
   readonly targetSeq: Sequence;
   readonly draftSeq: Sequence;
   readonly targetSampler: GpuSampler;
@@ -74,11 +81,12 @@ export class Speculator {
   private readonly accept: Op;
 
   /** target and draft share one Runtime; checkDraft has passed (the engine's load). */
-  constructor(target: PassModel, draft: PassModel, targetSeq: Sequence, targetSampler: GpuSampler, k: number, adaptive = false) {
+  constructor(target: PassModel, draft: PassModel, targetSeq: Sequence, targetSampler: GpuSampler, k: number, adaptive = false, pipeline = false) {
     this.target = target;
     this.draft = draft;
     this.k = k;
     this.adaptive = adaptive;
+    this.pipeline = pipeline;
     this.targetSeq = targetSeq;
     this.draftSeq = new Sequence(draft);
     this.targetSampler = targetSampler;
@@ -131,17 +139,27 @@ export class Speculator {
     if (r) return done(r, firstTokenAt);
 
     let kNow = this.k;
+    // proposals of this round whose first draft pass the last round queued (0: none)
+    let queued = 0;
+    let lastWhole = true;
+    // the round's proposals at position P (x there) after `delivered` tokens, with kNow
+    const proposals = (P: number, delivered: number, kNow: number) => Math.max(0, Math.min(kNow, c.maxNewTokens - delivered - 1, t.contextLength - 2 - P));
     for (;;) {
       const P = this.targetSeq.length; // x sits at position P
       const room = t.contextLength - 2 - P; // the round may produce tokens up to position ctx − 1
       if (room < 0) return done('length', firstTokenAt);
-      const kr = Math.max(0, Math.min(kNow, c.maxNewTokens - delivered - 1, room));
-      if (kr > 0) this.propose(x, kr, greedy, draftPick);
-      const { n, next, drafts } = await this.verify(x, kr, greedy, verifyOps);
+      const kr = queued || proposals(P, delivered, kNow);
+      if (kr > 0) this.propose(x, kr, greedy, draftPick, queued > 0);
+      // the next round's proposals if this one is accepted whole (its draft pass is queued now)
+      const kWhole = this.adaptive ? Math.min(this.k, kNow + 1) : kNow;
+      const ahead = this.pipeline && lastWhole && kr > 0 && delivered + kr + 1 < c.maxNewTokens ? proposals(P + kr + 1, delivered + kr + 1, kWhole) : 0;
+      const { n, next, drafts } = await this.verify(x, kr, greedy, verifyOps, ahead > 0 ? draftPick ?? null : undefined);
       c.check();
       stats.targetPasses++;
       stats.proposed += kr;
       stats.accepted += n;
+      lastWhole = n === kr;
+      queued = ahead > 0 && lastWhole ? ahead : 0;
       if (this.adaptive && kr > 0) kNow = n === kr ? Math.min(this.k, kNow + 1) : Math.max(1, n + 1);
       if (c.signal?.aborted) return done('abort', firstTokenAt);
       for (const id of [...drafts.slice(0, n), next]) {
@@ -159,12 +177,13 @@ export class Speculator {
    * then proposes d_1..d_kr one step at a time; each id goes from its tokens[0] into the target's
    * tokens[i] (and, sampling, its distribution into q row i − 1) on the GPU.
    */
-  private propose(x: number, kr: number, greedy: boolean, pick: Op | undefined): void {
+  private propose(x: number, kr: number, greedy: boolean, pick: Op | undefined, firstQueued: boolean): void {
     const d = this.draft;
     const V = d.cfg.vocabSize;
-    const feed = [...this.targetSeq.ids.slice(this.draftSeq.length), x];
+    // firstQueued: the last round's verify queued pass 1 (x and the draft before it are in the cache, d_1 in tokens)
+    const feed = firstQueued ? [] : [...this.targetSeq.ids.slice(this.draftSeq.length), x];
     while (feed.length > d.maxBatch) this.draftSeq.pass(feed.splice(0, d.maxBatch));
-    for (let i = 1; i <= kr; i++) {
+    for (let i = firstQueued ? 2 : 1; i <= kr; i++) {
       this.draftSeq.pass(i === 1 ? feed : [], {
         T: i === 1 ? feed.length : 1,
         headRows: 1,
@@ -180,10 +199,13 @@ export class Speculator {
 
   /**
    * The target verifies x, d_1..d_kr in one pass of kr + 1 rows and reads back its choices (2 + kr
-   * ids). Both sequences keep x and the accepted drafts and roll the rejected ones back.
+   * ids). Both sequences keep x and the accepted drafts and roll the rejected ones back. With
+   * `ahead` (the draft's pick op, null for argmax) the next round's first draft pass is queued
+   * before the readback: d_kr and the target's next token (rows 0 and 1 of the draft's tokens).
    */
-  private async verify(x: number, kr: number, greedy: boolean, verifyOps: Op[]): Promise<{ n: number; next: number; drafts: number[] }> {
+  private async verify(x: number, kr: number, greedy: boolean, verifyOps: Op[], ahead?: Op | null): Promise<{ n: number; next: number; drafts: number[] }> {
     const draftsAt = greedy ? kr + 1 : 2;
+    const d = this.draft;
     this.targetSeq.pass([x], {
       T: kr + 1,
       headRows: kr + 1,
@@ -192,8 +214,23 @@ export class Speculator {
         if (greedy) enc.copyBufferToBuffer(this.picks, 0, this.staging, 0, (kr + 1) * 4);
         else enc.copyBufferToBuffer(this.result, 0, this.staging, 0, 8);
         if (kr > 0) enc.copyBufferToBuffer(this.target.tokens, 4, this.staging, draftsAt * 4, kr * 4);
+        // the token after d_kr if every draft is accepted: the argmax of row kr, or the bonus draw
+        if (ahead !== undefined) enc.copyBufferToBuffer(greedy ? this.picks : this.result, greedy ? kr * 4 : 4, d.tokens, 4, 4);
       },
     });
+    if (ahead !== undefined) {
+      const V = d.cfg.vocabSize;
+      this.draftSeq.pass([], {
+        T: 2,
+        headRows: 1,
+        argmax: !ahead,
+        ops: ahead ? [ahead] : [],
+        encode: (enc) => {
+          enc.copyBufferToBuffer(d.tokens, 0, this.target.tokens, 4, 4);
+          if (!greedy) enc.copyBufferToBuffer(this.draftSampler.scratch, 0, this.qRows, 0, V * 4);
+        },
+      });
+    }
     await this.staging.mapAsync(GPUMapMode.READ);
     const got = new Uint32Array(this.staging.getMappedRange().slice(0));
     this.staging.unmap();
@@ -213,7 +250,9 @@ export class Speculator {
     this.targetSeq.rollback(kr - n);
     if (kr > 0) {
       this.draftSeq.resolve(drafts.slice(0, kr - 1));
-      this.draftSeq.rollback(kr - 1 - Math.min(n, kr - 1));
+      // the queued pass saw d_kr and next: kept when every draft was accepted, else rolled back too
+      if (ahead !== undefined && n === kr) this.draftSeq.resolve([drafts[kr - 1]!, next]);
+      else this.draftSeq.rollback(kr - 1 - Math.min(n, kr - 1) + (ahead !== undefined ? 2 : 0));
     }
     return { n, next, drafts };
   }

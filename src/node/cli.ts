@@ -79,7 +79,7 @@ Only files whose real path is inside DIR are served (symlinks pointing out of it
   --latency-ms MS, --cut-after BYTES, --fail-rate P (0..1)   fault injection on *.safetensors`;
 
 const USAGE_BENCH = `Usage: nibble bench [--model M | --shape S] [--quant Q1,Q2,...] [--prompt-tokens N] [--new-tokens N] [--runs N]
-                   [--prefill-lengths N1,N2,...] [--prefill-runs N] [--draft-quant Q [--draft-tokens K]] [--matmul V]
+                   [--prefill-lengths N1,N2,...] [--prefill-runs N] [--draft-quant Q [--draft-tokens K] [--draft-pipeline on|off]] [--matmul V]
                    [--kv-cache f32|f16] [--profile]
                    [--probe-mib N] [--peer wllama [--peer-backends wasm,webgpu] [--peer-threads N1,...]]
                    [--json] [--out FILE]
@@ -90,7 +90,8 @@ none) and decode of --new-tokens
 every prompt uncached. --shape S (default
 smollm2-135m; also smollm2-360m, llama-3.2-1b, qwen2.5-0.5b) benches a synthetic model of that
 shape; --draft-quant Q adds a self-speculative row per format (decode only, its runs interleaved
-with plain decoding on the same engine for speedupVsPlain); --profile adds per-kernel GPU time
+with plain decoding on the same engine for speedupVsPlain; --draft-pipeline on|off sets
+LoadOptions.draft.pipeline, default off on CPU adapters); --profile adds per-kernel GPU time
 (timestamp-query); --json prints one JSON object per line; --matmul auto|subgroup|workgroup|row
 forces the matmul kernel variant; --kv-cache f16 stores the KV cache as f16 (half its bytes);
 progress goes to stderr. --peer wllama then runs llama.cpp
@@ -646,6 +647,10 @@ async function cmdBench(v: Values): Promise<void> {
   const newTokens = int(str(v, 'new-tokens'), 'new-tokens', 32, { min: 2 })!; // decode speed is timed after the first token
   const promptTokens = int(str(v, 'prompt-tokens'), 'prompt-tokens', 64, { min: 1 })!;
   const draftTokens = int(str(v, 'draft-tokens'), 'draft-tokens', undefined, { min: 1, max: 32 });
+  const dp = str(v, 'draft-pipeline');
+  if (dp !== undefined && draftQuant === undefined) throw new UsageError('--draft-pipeline needs --draft-quant');
+  if (dp !== undefined && dp !== 'on' && dp !== 'off') throw new UsageError('--draft-pipeline must be on or off');
+  const draftPipeline = dp === undefined ? undefined : dp === 'on';
   const pl = str(v, 'prefill-lengths');
   const prefillLengths =
     pl === undefined
@@ -693,6 +698,7 @@ async function cmdBench(v: Values): Promise<void> {
     token: str(v, 'token') ?? process.env.HF_TOKEN,
     draftQuant: draftQuant as FormatName | undefined,
     draftTokens,
+    draftPipeline,
     matmul: matmul as 'auto' | 'subgroup' | 'workgroup' | 'row' | undefined,
     kvCache: kvCache as 'f32' | 'f16' | undefined,
     profile: !!v.profile,
@@ -785,6 +791,7 @@ const COMMANDS: Record<string, Command> = {
       profile: { type: 'boolean' },
       'draft-quant': { type: 'string' },
       'draft-tokens': { type: 'string' },
+      'draft-pipeline': { type: 'string' },
       'probe-mib': { type: 'string' },
       matmul: { type: 'string' },
       'kv-cache': { type: 'string' },

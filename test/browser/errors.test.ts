@@ -84,7 +84,16 @@ describe('Engine.load errors', () => {
     expect(e?.message).toMatch(/f32/);
   });
 
-  it('a lost device surfaces as device-lost on the engine; a new load gets a fresh device and works', async () => {
+  it('draft options of the wrong kind → bad-argument naming the option', async () => {
+    const e = await call('loadError', { model: '/models/stories260K', load: { draft: { quant: 'f32', pipeline: 'yes' as unknown as boolean } } });
+    expect(e?.code).toBe('bad-argument');
+    expect(e?.message).toMatch(/draft pipeline must be true or false, got the string "yes"/);
+    const k = await call('loadError', { model: '/models/stories260K', load: { draft: { tokens: 0 } } });
+    expect(k?.code).toBe('bad-argument');
+    expect(k?.message).toMatch(/draft tokens must be an integer in 1\.\.32, got 0/);
+  });
+
+    it('a lost device surfaces as device-lost on the engine; a new load gets a fresh device and works', async () => {
     const e = await call('deviceLost', { model: '/models/stories260K' });
     expect(e?.code).toBe('device-lost');
     expect(e?.engineError).toBe('device-lost');

@@ -30,8 +30,11 @@ describe('speculative decoding on stories260K', () => {
     await call('disposeEngine', { key: 'spec' });
   });
 
-  it('f32 self-draft, k = 4: greedy output equals golden greedy; every proposal accepted', async () => {
-    await call('loadEngine', { key: 'spec', model: STORIES, load: { draft: { quant: 'f32', tokens: 4 } } });
+  // this engine queues each next round's first draft pass before the verify's readback (pipeline:
+  // off by default on SwiftShader, so the synthetic model's test below runs without it)
+  it('f32 self-draft, k = 4, pipelined rounds: greedy output equals golden greedy; every proposal accepted', async () => {
+    const info = await call('loadEngine', { key: 'spec', model: STORIES, load: { draft: { quant: 'f32', tokens: 4, pipeline: true } } });
+    expect(info.draft?.pipeline).toBe(true);
     const prompts = golden.prompts.slice(1, 2);
     const runs = await call('generateRuns', {
       key: 'spec',
@@ -82,7 +85,8 @@ describe('speculative decoding on stories260K', () => {
   it('nf4 self-draft (the same checkpoint at a cheaper format): greedy output equals golden greedy', async () => {
     const formats = await call('formats', undefined as never);
     expect(formats, 'the nf4 weight format is not registered (src/quant): the nf4 self-draft cannot run').toContain('nf4');
-    await call('loadEngine', { key: 'spec', model: STORIES, load: { draft: { quant: 'nf4', tokens: 4 } } });
+    // pipelined: rounds that reject a draft roll the queued pass back
+    await call('loadEngine', { key: 'spec', model: STORIES, load: { draft: { quant: 'nf4', tokens: 4, pipeline: true } } });
     const prompts = golden.prompts.slice(3, 4);
     const runs = await call('generateRuns', {
       key: 'spec',
@@ -112,7 +116,8 @@ describe('speculative decoding on a synthetic SmolLM2-135M-shaped model (2 layer
   // SwiftShader runs the k + 1-row verify pass through the tiled gemm (a 49152-row LM head): the
   // smallest case that still has a full round of accepted proposals keeps this test affordable.
   it('greedy speculative (f32 self-draft, k = 2) equals plain greedy token for token', async () => {
-    await call('loadEngine', { key: 'synth', model: url, load: { contextLength: 32, draft: { quant: 'f32', tokens: 2 } } });
+    const info = await call('loadEngine', { key: 'synth', model: url, load: { contextLength: 32, draft: { quant: 'f32', tokens: 2 } } });
+    expect(info.draft?.pipeline, 'SwiftShader: no pipelined rounds by default').toBe(false);
     const promptIds = [1, 345, 2000];
     const runs = await call('generateRuns', {
       key: 'synth',

@@ -139,7 +139,7 @@ describe('nibble bench', () => {
 
   it('--draft-quant adds a speculative row per format with its speed-up over interleaved plain runs', () => {
     // 2 runs: a prompt over 128 tokens is prefilled once (--prefill-runs), a shorter one --runs times
-    const r = nibble('bench', '--model', stories, '--quant', 'f32', '--draft-quant', 'int8', '--draft-tokens', '2', ...QUICK, '--profile', '--runs', '2', '--prefill-lengths', '16,130', '--context-length', '160');
+    const r = nibble('bench', '--model', stories, '--quant', 'f32', '--draft-quant', 'int8', '--draft-tokens', '2', '--draft-pipeline', 'on', ...QUICK, '--profile', '--runs', '2', '--prefill-lengths', '16,130', '--context-length', '160');
     expect(r.code, r.stderr).toBe(0);
     // with --profile the speculative row gets a profile of its passes: the draft's steps (int8
     // decode) and the target's verify passes (f32 verify), told apart by their labels
@@ -161,6 +161,7 @@ describe('nibble bench', () => {
     expect(spec.format).toBe('f32');
     expect(spec.draft).toBe('int8');
     expect(spec.draftTokens).toBe(2);
+    expect(spec.draftPipeline).toBe(true);
     expect(spec.acceptanceRate as number).toBeGreaterThanOrEqual(0);
     expect(spec.acceptanceRate as number).toBeLessThanOrEqual(1);
     // decode only: its prompt pass is the plain row's plus the draft's
@@ -178,6 +179,8 @@ describe('nibble bench', () => {
     expect(a.stderr).toMatch(/--shape must be one of/);
     expect(nibble('bench', '--model', stories, '--shape', 'smollm2-135m').code).toBe(2);
     expect(nibble('bench', '--draft-tokens', '2').code).toBe(2);
+    expect(nibble('bench', '--draft-pipeline', 'on').stderr).toMatch(/--draft-pipeline needs --draft-quant/);
+    expect(nibble('bench', '--draft-quant', 'int8', '--draft-pipeline', 'yes').stderr).toMatch(/--draft-pipeline must be on or off/);
     expect(nibble('bench', '--new-tokens', '1').code).toBe(2);
     expect(nibble('bench', '--prefill-lengths', '64,x').code).toBe(2);
     const q = nibble('bench', '--quant', 'f32,q4_0');
