@@ -614,6 +614,16 @@ async function cmdHubServe(v: Values): Promise<void> {
   });
 }
 
+/** bench's --draft-tokens and --draft-pipeline (each needs --draft-quant). */
+function benchDraftFlags(v: Values): { draftTokens?: number; draftPipeline?: boolean } {
+  for (const f of ['draft-tokens', 'draft-pipeline']) {
+    if (v[f] !== undefined && v['draft-quant'] === undefined) throw new UsageError(`--${f} needs --draft-quant`);
+  }
+  const dp = str(v, 'draft-pipeline');
+  if (dp !== undefined && dp !== 'on' && dp !== 'off') throw new UsageError('--draft-pipeline must be on or off');
+  return { draftTokens: int(str(v, 'draft-tokens'), 'draft-tokens', undefined, { min: 1, max: 32 }), draftPipeline: dp === undefined ? undefined : dp === 'on' };
+}
+
 async function cmdBench(v: Values): Promise<void> {
   if (v.model !== undefined && v.shape !== undefined) throw new UsageError('--model and --shape are exclusive');
   const matmul = str(v, 'matmul');
@@ -622,7 +632,6 @@ async function cmdBench(v: Values): Promise<void> {
   }
   const kvCache = str(v, 'kv-cache');
   if (kvCache !== undefined && kvCache !== 'f32' && kvCache !== 'f16') throw new UsageError('--kv-cache must be f32 or f16');
-  if (v['draft-tokens'] !== undefined && v['draft-quant'] === undefined) throw new UsageError('--draft-tokens needs --draft-quant');
   const peerName = str(v, 'peer');
   if (peerName !== undefined && peerName !== 'wllama') throw new UsageError('--peer must be wllama');
   if (v['peer-backends'] !== undefined && peerName === undefined) throw new UsageError('--peer-backends needs --peer');
@@ -646,11 +655,7 @@ async function cmdBench(v: Values): Promise<void> {
   const runs = int(str(v, 'runs'), 'runs', 3, { min: 1 })!;
   const newTokens = int(str(v, 'new-tokens'), 'new-tokens', 32, { min: 2 })!; // decode speed is timed after the first token
   const promptTokens = int(str(v, 'prompt-tokens'), 'prompt-tokens', 64, { min: 1 })!;
-  const draftTokens = int(str(v, 'draft-tokens'), 'draft-tokens', undefined, { min: 1, max: 32 });
-  const dp = str(v, 'draft-pipeline');
-  if (dp !== undefined && draftQuant === undefined) throw new UsageError('--draft-pipeline needs --draft-quant');
-  if (dp !== undefined && dp !== 'on' && dp !== 'off') throw new UsageError('--draft-pipeline must be on or off');
-  const draftPipeline = dp === undefined ? undefined : dp === 'on';
+  const { draftTokens, draftPipeline } = benchDraftFlags(v);
   const pl = str(v, 'prefill-lengths');
   const prefillLengths =
     pl === undefined
