@@ -13,7 +13,9 @@ import dequantSrc from '../../shaders/dequant.wgsl?raw';
  *   decode:  1 activation row (a decode step)                    MR = 1
  *   verify:  a few rows (speculative verify), each weight read once   MR = rows
  *   prefill: the prompt, in tiles of 8 rows per lane group       MR = 8
- * and one of three lane reductions, chosen per adapter at load (`chooseMatmulVariant`).
+ * and one of three lane reductions, chosen per adapter at load (`chooseMatmulVariant`). On CPU
+ * adapters a prefill pass decodes nf4 weights to an f32 copy first (`dequantOp`, PREFILL_DEQUANT)
+ * and runs the f32 kernel on it.
  */
 export type LinearMode = 'decode' | 'verify' | 'prefill';
 
