@@ -16,9 +16,8 @@ import { DEFAULT_CHUNK_BYTES, DEFAULT_PARALLEL_READS } from '../loader/stream.ts
 import { memberTensor } from '../loader/jobs.ts';
 import { DEFAULT_HOST_MEMORY_BUDGET } from '../loader/weights.ts';
 import { ropeInvFreq, type LlamaConfig } from '../model/config.ts';
-import { modelDims } from '../model/llama.ts';
+import { dequantScratchBytes, modelDims } from '../model/llama.ts';
 import { kvCacheBytes } from '../kernels/ops.ts';
-import { prefillDequantBytes } from '../kernels/linear.ts';
 import { bufferSize } from '../kernels/runtime.ts';
 import { architectureOf } from '../model/architecture.ts';
 import type { BindingLimits } from '../model/spec.ts';
@@ -130,8 +129,7 @@ function modelBuffers(m: PreflightModel, load: PreflightLoad, prefix: string, li
   add('act', B * I * 4, 'scratch');
   add('logits', maxLogitRows * V * 4, 'scratch');
   add('rope_cos_sin', ctx * ropeInvFreq(cfg).length * 2 * 4, 'scratch');
-  const bind = limits ? Math.min(limits.maxBufferSize, limits.maxStorageBufferBindingSize) : Infinity;
-  const dequant = prefillDequantBytes(!!m.prefillDequant, spec.layers.flatMap((L) => [L.qkv, L.o, L.gateUp, L.down]), bind);
+  const dequant = dequantScratchBytes(!!m.prefillDequant, spec, limits);
   if (dequant > 0) add('prefill_dequant', dequant, 'scratch');
   for (let i = 0; i < 4; i++) add(`token_readback${i}`, 16, 'scratch');
   // a GpuSampler (generate/sampler.ts) of `rows` logit rows

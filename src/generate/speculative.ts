@@ -142,8 +142,8 @@ export class Speculator {
     // proposals of this round whose first draft pass the last round queued (0: none)
     let queued = 0;
     let lastWhole = true;
-    // the round's proposals at position P (x there) after `delivered` tokens, with kNow
-    const proposals = (P: number, delivered: number, kNow: number) => Math.max(0, Math.min(kNow, c.maxNewTokens - delivered - 1, t.contextLength - 2 - P));
+    // a round's proposals with x at position `at`, `given` tokens delivered and up to `k` per round
+    const proposals = (at: number, given: number, k: number) => Math.max(0, Math.min(k, c.maxNewTokens - given - 1, t.contextLength - 2 - at));
     for (;;) {
       const P = this.targetSeq.length; // x sits at position P
       const room = t.contextLength - 2 - P; // the round may produce tokens up to position ctx − 1

@@ -1,7 +1,7 @@
 import type { LlamaConfig } from './config.ts';
 import { ropeInvFreq } from './config.ts';
 import { architectureOf } from './architecture.ts';
-import { assembleWeights, type LlamaWeights } from './spec.ts';
+import { assembleWeights, type BindingLimits, type LlamaWeights, type LlamaWeightSpecs } from './spec.ts';
 import type { TensorInfo } from '../loader/safetensors.ts';
 import type { ModelSource } from '../source/types.ts';
 import type { HostMemoryMeter } from '../util/host-budget.ts';
@@ -57,6 +57,15 @@ export function modelDims(cfg: LlamaConfig, o: { contextLength?: number; maxBatc
   const maxBatch = Math.max(1, Math.min(o.maxBatch ?? 256, ctx));
   const maxLogitRows = Math.max(1, Math.min(o.maxLogitRows ?? Math.max(MAX_VERIFY_ROWS + 1, Math.floor((64 << 20) / (cfg.vocabSize * 4))), maxBatch));
   return { ctx, maxBatch, maxLogitRows };
+}
+
+/**
+ * Bytes of the model's prefill dequant scratch (prefillDequantBytes over its layer weights, within
+ * the device's binding limit): LlamaModel.load allocates it and the memory preflight counts it.
+ */
+export function dequantScratchBytes(enabled: boolean, spec: LlamaWeightSpecs, limits?: BindingLimits): number {
+  const bind = limits ? Math.min(limits.maxBufferSize, limits.maxStorageBufferBindingSize) : Infinity;
+  return prefillDequantBytes(enabled, spec.layers.flatMap((L) => [L.qkv, L.o, L.gateUp, L.down]), bind);
 }
 
 export class LlamaModel {
@@ -205,8 +214,7 @@ export class LlamaModel {
       const kv16 = opts.kvCache === 'f16';
       const kvBytes = kvCacheBytes({ nHeads: cfg.numHeads, nKvHeads: cfg.numKvHeads, ctx, headDim: cfg.headDim, kv16 });
       const weights = assembleWeights(spec, w);
-      const lim = rt.ctx.limits;
-      const dequantBytes = prefillDequantBytes(variant.prefillDequant, spec.layers.flatMap((L) => [L.qkv, L.o, L.gateUp, L.down]), Math.min(lim.maxBufferSize, lim.maxStorageBufferBindingSize));
+      const dequantBytes = dequantScratchBytes(variant.prefillDequant, spec, rt.ctx.limits);
       const layers: LayerWeights[] = weights.layers.map((L, i) => {
         const k = rt.buffer(kvBytes, `layer${i}.k_cache`);
         owned.push(k);
