@@ -5,7 +5,7 @@ import type { MatmulBenchCase } from '../browser/harness-mm.ts';
 /**
  * Matmul timings (not checks): `npm run bench:kernels`. The formats of a shape are timed in
  * interleaved rounds and each keeps its best round, so a noisy machine skews them alike.
- * NIBBLE_MM_FORMATS / NIBBLE_MM_MODES / NIBBLE_MM_VARIANT / NIBBLE_MM_ROUNDS narrow or repeat them.
+ * NIBBLE_MM_FORMATS / NIBBLE_MM_MODES / NIBBLE_MM_VARIANT / NIBBLE_MM_ROUNDS / NIBBLE_MM_SHAPES narrow or repeat them.
  */
 let call: Caller;
 let close: () => Promise<void>;
@@ -26,13 +26,14 @@ const wStd = Number(process.env.NIBBLE_MM_WSTD ?? 0.05);
 /** NIBBLE_MM_TILES=8x2,8x1,4x1: time each format at these MR x RQ tiles too (the first is the mode's own when empty). */
 const tiles = (process.env.NIBBLE_MM_TILES ?? '').split(',').filter(Boolean).map((t) => { const [mr, rq] = t.split('x').map(Number); return { mr, rq }; });
 
+/** NIBBLE_MM_SHAPES=name:N:K,…: the weight shapes (default SmolLM2-135M's gate_up and down). */
+const shapes: Array<readonly [string, number, number]> = (process.env.NIBBLE_MM_SHAPES ?? 'gate_up:3072:576,down:576:1536')
+  .split(',').map((s) => { const [name, N, K] = s.split(':'); return [name!, Number(N), Number(K)] as const; });
+
 describe('matmul timing', () => {
   it('SmolLM2-135M gate_up shape (N 3072, K 576) and down (N 576, K 1536)', async () => {
     const lines: string[] = [];
-    for (const [name, N, K] of [
-      ['gate_up', 3072, 576],
-      ['down', 576, 1536],
-    ] as const) {
+    for (const [name, N, K] of shapes) {
       for (const mode of modes) {
         const M = mode === 'decode' ? 1 : mode === 'verify' ? 5 : 64;
         const cases = formats.flatMap((format) => (tiles.length ? tiles : [undefined]).map((tile) => ({ format, N, K, mode, M, reps: 1, rounds: 1, variant, tile, copies, norm, xStd, wStd }) as MatmulBenchCase));
