@@ -26,12 +26,19 @@ const wStd = Number(process.env.NIBBLE_MM_WSTD ?? 0.05);
 /** NIBBLE_MM_TILES=8x2,8x1,4x1: time each format at these MR x RQ tiles too (the first is the mode's own when empty). */
 const tiles = (process.env.NIBBLE_MM_TILES ?? '').split(',').filter(Boolean).map((t) => { const [mr, rq] = t.split('x').map(Number); return { mr, rq }; });
 
-/** NIBBLE_MM_SHAPES=name:N:K,…: the weight shapes (default SmolLM2-135M's gate_up and down). */
-const shapes: Array<readonly [string, number, number]> = (process.env.NIBBLE_MM_SHAPES ?? 'gate_up:3072:576,down:576:1536')
-  .split(',').map((s) => { const [name, N, K] = s.split(':'); return [name!, Number(N), Number(K)] as const; });
+/** NIBBLE_MM_SHAPES=name:N:K,…: the weight shapes (default SmolLM2-135M's gate_up and down_proj). */
+const shapes = (process.env.NIBBLE_MM_SHAPES ?? 'gate_up:3072:576,down:576:1536').split(',').map((s) => {
+  const [name, N, K, ...rest] = s.split(':');
+  const n = Number(N);
+  const k = Number(K);
+  if (!name || rest.length || !Number.isInteger(n) || n < 1 || !Number.isInteger(k) || k < 4 || k % 4 !== 0) {
+    throw new Error(`NIBBLE_MM_SHAPES: "${s}" is not name:N:K (N ≥ 1 rows, K a positive multiple of 4)`);
+  }
+  return [name, n, k] as const;
+});
 
 describe('matmul timing', () => {
-  it('SmolLM2-135M gate_up shape (N 3072, K 576) and down (N 576, K 1536)', async () => {
+  it(`weight shapes ${shapes.map(([name, N, K]) => `${name} (N ${N}, K ${K})`).join(', ')}`, async () => {
     const lines: string[] = [];
     for (const [name, N, K] of shapes) {
       for (const mode of modes) {
