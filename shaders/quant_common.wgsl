@@ -3,14 +3,21 @@
 // A weight builder uploads each chunk of checkpoint rows, raw, into `src` and dispatches one
 // quantizer over it; the quantizer writes codes and scales straight into the weight's buffers.
 // Buffers:  chunk uniform Chunk (below), written before every dispatch
-//           src   u32[]  the chunk's raw little-endian bytes: rows × K elements of `dtype`, row-major,
+//           src   u32[]  the chunk's raw little-endian bytes: rows × K elements of DTYPE, row-major,
 //                        flat element e = r * K + k (2-byte dtypes: half e % 2 of word e / 2; the
 //                        upload is zero-padded to whole words, so odd K and odd byte lengths work)
 //           nonfinite  atomic<u32>[2]: [NaN / ±inf inputs seen, the first weight row holding one]
 //                  (0, 0xffffffff initially; the loader reads it back after the weight is built
 //                  and fails with bad-tensor: see NonFiniteCheck in src/quant/gpu-builder.ts)
+// Constant: DTYPE, the checkpoint dtype (0 = F32, 1 = F16, 2 = BF16), a pipeline-overridable
+//           constant: ChunkQuantizer builds one pipeline per dtype it meets, so the decode below
+//           has no per-element branch on the dtype.
 // Dispatch: 1-D over `rows * units` threads (a unit is a group, a block or a word: see each
 //           quantizer), workgroup 64, split over x and y: (min(G, 65535), ceil(G / 65535), 1).
+// Speed:    a thread reads its weights 4 at a time (quad_bits: one u32 word per two 2-byte
+//           elements, vector decode without branches) and normalises a block in a loop with no
+//           per-weight branch; shifts by constants and multiplies only (CPU-backed adapters such
+//           as SwiftShader emulate variable shifts lane by lane).
 //
 // Bit-exactness: the CPU reference (test/ref/quant.ts) rounds every f32 operation once, so the
 // kernels only use operations WGSL specifies exactly: f32 +, -, *, comparisons, `round` (half to
@@ -25,15 +32,17 @@
 // The first pass's scales (int8's s, nf4's absmax) are stored as bits (array<u32>), so no
 // implementation can canonicalise a NaN or flush a subnormal on the way.
 
+override DTYPE: u32 = 0u;
+
 struct Chunk {
   row0: u32,   // first weight row this chunk fills
   rows: u32,   // rows in the chunk (threads = rows * units)
-  dtype: u32,  // 0 = F32, 1 = F16, 2 = BF16
   K: u32,      // elements per row
   G: u32,      // group / block size along K
   KW: u32,     // u32 words per weight row
   NG: u32,     // groups / blocks per row (= ceil(K / G))
   units: u32,  // threads per row
+  pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> chunk: Chunk;
@@ -70,16 +79,52 @@ fn f16_bits_to_f32_bits(h: u32) -> u32 {
 
 /** Bits of the f32 value of element e of the chunk. */
 fn load_bits(e: u32) -> u32 {
-  if (chunk.dtype == 0u) { return src[e]; }
+  if (DTYPE == 0u) { return src[e]; }
   let h = (src[e >> 1u] >> ((e & 1u) * 16u)) & 0xffffu;
-  if (chunk.dtype == 2u) { return h << 16u; }
+  if (DTYPE == 2u) { return h * 65536u; }
   return f16_bits_to_f32_bits(h);
 }
 
-fn load(e: u32) -> f32 { return bitcast<f32>(load_bits(e)); }
+/** f16 bits → f32 bits for 4 values at once, exact like f16_bits_to_f32_bits, without branches. */
+fn f16x4_bits_to_f32_bits(h: vec4<u32>) -> vec4<u32> {
+  let sign = (h & vec4(0x8000u)) * 65536u;
+  let em = h & vec4(0x7fffu);                              // exponent and mantissa, 15 bits
+  let normal = em * 8192u + 0x38000000u;                   // rebias: (e + 112) << 23 | m << 13
+  let special = (em * 8192u) | vec4(0x7f800000u);           // e = 31: inf / NaN, payload kept
+  let sub = bitcast<vec4<u32>>(vec4<f32>(em) * 5.9604644775390625e-8); // m · 2^-24, exact and normal
+  let mag = select(select(normal, special, em >= vec4(0x7c00u)), sub, em < vec4(0x400u));
+  return sign | mag;
+}
 
-/** |x| as bits: for non-negative floats, integer order is float order. */
-fn abs_bits(e: u32) -> u32 { return load_bits(e) & 0x7fffffffu; }
+/**
+ * Bits of the f32 values of elements e .. e + 3 of the chunk, for any e (2-byte dtypes: two or, at
+ * an odd e, three word loads). Lanes past the chunk's data hold arbitrary bits (a read past `src`
+ * is clamped by WebGPU's robust access): callers mask them.
+ */
+fn quad_bits(e: u32) -> vec4<u32> {
+  if (DTYPE == 0u) { return vec4(src[e], src[e + 1u], src[e + 2u], src[e + 3u]); }
+  let i = e >> 1u;
+  let a = src[i];
+  let b = src[i + 1u];
+  var hi: vec4<u32>;                                       // each value in the top half of a word
+  if ((e & 1u) == 0u) {
+    hi = vec4(a * 65536u, a, b * 65536u, b);
+  } else {
+    hi = vec4(a, b * 65536u, b, src[i + 2u] * 65536u);
+  }
+  hi &= vec4(0xffff0000u);
+  if (DTYPE == 2u) { return hi; }
+  return f16x4_bits_to_f32_bits(hi >> vec4(16u));
+}
+
+/** Lanes of the quad at row offset k that lie before the end k1 (of a group, a block, a row). */
+fn quad_live(k: u32, k1: u32) -> vec4<bool> { return vec4(k) + vec4(0u, 1u, 2u, 3u) < vec4(k1); }
+
+/** Non-finite lanes (NaN / ±inf) among the live ones, counted. */
+fn count_nonfinite(bits: vec4<u32>, live: vec4<bool>) -> u32 {
+  let n = select(vec4(0u), vec4(1u), live & ((bits & vec4(0x7fffffffu)) >= vec4(0x7f800000u)));
+  return n.x + n.y + n.z + n.w;
+}
 
 /**
  * a / b rounded to nearest even, like an IEEE f32 division (and Math.fround(a / b) on the CPU),

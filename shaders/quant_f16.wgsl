@@ -34,7 +34,7 @@ fn f32_bits_to_f16_bits(u: u32) -> u32 {
 }
 
 fn half_bits(e: u32) -> u32 {
-  if (chunk.dtype == 1u) { return (src[e >> 1u] >> ((e & 1u) * 16u)) & 0xffffu; }
+  if (DTYPE == 1u) { return (src[e >> 1u] >> ((e & 1u) * 16u)) & 0xffffu; }
   return f32_bits_to_f16_bits(load_bits(e));
 }
 

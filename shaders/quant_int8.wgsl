@@ -1,5 +1,5 @@
 // quant_int8.wgsl — load-time quantizer: checkpoint rows → int8 codes + f32 scales (appended to
-// quant_common.wgsl, which declares `chunk`, `src`, `load`, `div_rn`, `block_recip`, `norm_by`).
+// quant_common.wgsl, which declares `chunk`, `src`, `quad_bits`, `quad_live`, `div_rn`, `recip_ok`).
 //
 // Math:     per group of G consecutive weights of a row (the last group of a row may be partial):
 //           absmax = max |w|,  s = absmax / 127,  q = clamp(round(w · inv), -127, 127) with
@@ -13,10 +13,19 @@
 //                  0, and so are the padding words, which no thread writes (buffers start zeroed)
 //           scales f32[N * NG], NG = ceil(K / G): scales[n * NG + g] = s (written as bits)
 // Dispatch: one thread per (row, group): units = NG. G is a multiple of 4 or equals K, so a
-//           group owns whole words and threads never share a word.
+//           group owns whole words and threads never share a word. The thread reads its group
+//           twice, 4 weights (one code word) at a time: absmax, then the codes, in one of three
+//           loops chosen once per group (all 0 / w · inv / divided), each without a per-weight branch.
 
 @group(0) @binding(2) var<storage, read_write> codes: array<u32>;
 @group(0) @binding(3) var<storage, read_write> scales: array<u32>;
+
+/** Four codes (each in -127..127; lanes not live → 0) as one word, byte i = lane i (two's complement). */
+fn pack_codes(x: vec4<f32>, live: vec4<bool>) -> u32 {
+  let q = bitcast<vec4<u32>>(vec4<i32>(clamp(round(x), vec4(-127.0), vec4(127.0)))) & vec4(0xffu);
+  let b = select(vec4(0u), q, live);
+  return b.x + b.y * 256u + b.z * 65536u + b.w * 16777216u;
+}
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -28,33 +37,39 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let k0 = g * chunk.G;
   let k1 = min(K, k0 + chunk.G);
   let e0 = r * K;
-  var amax = 0u;
+  var amax4 = vec4(0u);
   var bad = 0u;                                       // NaN / inf inputs (a corrupt checkpoint)
-  for (var k = k0; k < k1; k++) {
-    let a = abs_bits(e0 + k);
-    amax = max(amax, a);
-    bad += select(0u, 1u, a >= 0x7f800000u);
+  for (var k = k0; k < k1; k += 4u) {
+    let live = quad_live(k, k1);
+    let v = quad_bits(e0 + k);
+    amax4 = max(amax4, select(vec4(0u), v & vec4(0x7fffffffu), live));
+    bad += count_nonfinite(v, live);
   }
+  let amax = max(max(amax4.x, amax4.y), max(amax4.z, amax4.w));
   let finite = amax < 0x7f800000u;
   var sBits = amax;                                   // inf / NaN kept; 0 stays 0
   if (amax != 0u && finite) { sBits = bitcast<u32>(div_rn(bitcast<f32>(amax), 127.0)); }
   let n = chunk.row0 + r;
   note_nonfinite(n, bad);
   scales[n * chunk.NG + g] = sBits;
-  let live = finite && sBits != 0u;                   // else every q is 0
+  let out = n * chunk.KW;
   let s = bitcast<f32>(sBits);
-  var inv = 0.0;
-  if (live) { inv = block_recip(s); }
-  for (var k = k0; k < k1; k += 4u) {
-    var word = 0u;
-    if (live) {
-      for (var i = 0u; i < 4u; i++) {
-        if (k + i < k1) {
-          let q = i32(clamp(round(norm_by(load(e0 + k + i), s, inv)), -127.0, 127.0));
-          word |= (u32(q) & 0xffu) << (8u * i);
-        }
-      }
+  if (!finite || sBits == 0u) {                       // every q is 0
+    for (var k = k0; k < k1; k += 4u) { codes[out + k / 4u] = 0u; }
+  } else if (recip_ok(sBits)) {                       // w / s as w * (1 / s), one division per group
+    let inv = div_rn(1.0, s);
+    for (var k = k0; k < k1; k += 4u) {
+      codes[out + k / 4u] = pack_codes(bitcast<vec4<f32>>(quad_bits(e0 + k)) * inv, quad_live(k, k1));
     }
-    codes[n * chunk.KW + k / 4u] = word;
+  } else {                                            // s outside [2^-100, 2^100): divide each weight
+    for (var k = k0; k < k1; k += 4u) {
+      let live = quad_live(k, k1);
+      let w = bitcast<vec4<f32>>(quad_bits(e0 + k));
+      var x = vec4(0.0);
+      for (var i = 0u; i < 4u; i++) {
+        if (live[i]) { x[i] = div_rn(w[i], s); }
+      }
+      codes[out + k / 4u] = pack_codes(x, live);
+    }
   }
 }

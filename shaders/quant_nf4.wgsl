@@ -17,28 +17,43 @@
 //                  (0x77777777), since code 0 is -1.0 and buffers start zeroed
 //           absmax f32[N * NG], NG = ceil(K / 64) (written as bits)
 // Dispatch: one thread per (row, block): units = NG. A block owns 8 whole words; the last block
-//           of a row owns the words up to KW (at most 8: KW ≤ 8 · NG). The thread decodes its
-//           block's input once, into a private array, for both passes (absmax, then codes).
+//           of a row owns the words up to KW (at most 8: KW ≤ 8 · NG). The thread reads its
+//           block twice, 4 weights at a time (quad_bits): absmax, then the codes, in one of three
+//           loops chosen once per block (all 7 / w · inv / divided). No private array (a 64-entry
+//           one spills to memory on some compilers) and no per-weight branch: nf4_code4 is the
+//           decision tree as a ladder of selects over 4 lanes.
 
 @group(0) @binding(2) var<storage, read_write> codes: array<u32>;
 @group(0) @binding(3) var<storage, read_write> absmax: array<u32>;
 
-// bitsandbytes' thresholds (f32 of the literals in dQuantizeNF4), as exact bit patterns
-fn nf4_code(x: f32) -> u32 {
-  if (x > bitcast<f32>(0x3d22faffu)) {
-    if (x > bitcast<f32>(0x3ec753f9u)) {
-      if (x > bitcast<f32>(0x3f248dafu)) { return select(14u, 15u, x > bitcast<f32>(0x3f5c89dau)); }
-      return select(12u, 13u, x > bitcast<f32>(0x3f006d04u));
-    }
-    if (x > bitcast<f32>(0x3e5067e0u)) { return select(10u, 11u, x > bitcast<f32>(0x3e9582d4u)); }
-    return select(8u, 9u, x > bitcast<f32>(0x3df64862u));
-  }
-  if (x > bitcast<f32>(0xbeadea76u)) {
-    if (x > bitcast<f32>(0xbe0d38bcu)) { return select(6u, 7u, x > bitcast<f32>(0xbd3a7871u)); }
-    return select(4u, 5u, x > bitcast<f32>(0xbe703cecu));
-  }
-  if (x > bitcast<f32>(0xbf1c5270u)) { return select(2u, 3u, x > bitcast<f32>(0xbeeb8480u)); }
-  return select(0u, 1u, x > bitcast<f32>(0xbf591cd8u));
+// bitsandbytes' thresholds (f32 of the literals in dQuantizeNF4), as exact bit patterns: code c
+// (1..15) is chosen over c - 1 when x > T<c>; they increase with c.
+const T1 = 0xbf591cd8u; const T2 = 0xbf1c5270u; const T3 = 0xbeeb8480u; const T4 = 0xbeadea76u;
+const T5 = 0xbe703cecu; const T6 = 0xbe0d38bcu; const T7 = 0xbd3a7871u; const T8 = 0x3d22faffu;
+const T9 = 0x3df64862u; const T10 = 0x3e5067e0u; const T11 = 0x3e9582d4u; const T12 = 0x3ec753f9u;
+const T13 = 0x3f006d04u; const T14 = 0x3f248dafu; const T15 = 0x3f5c89dau;
+
+fn t4(bits: u32) -> vec4<f32> { return vec4(bitcast<f32>(bits)); }
+
+/**
+ * bnb's dQuantizeNF4 for 4 values: its decision tree is a binary search over T1..T15, taken here
+ * one level per select (bit 3 of the code, then 2, 1, 0), the same comparisons in the same order.
+ */
+fn nf4_code4(x: vec4<f32>) -> vec4<u32> {
+  let b3 = x > t4(T8);
+  let b2 = x > select(t4(T4), t4(T12), b3);
+  let b1 = x > select(select(t4(T2), t4(T6), b2), select(t4(T10), t4(T14), b2), b3);
+  let lo = select(select(t4(T1), t4(T3), b1), select(t4(T5), t4(T7), b1), b2);
+  let hi = select(select(t4(T9), t4(T11), b1), select(t4(T13), t4(T15), b1), b2);
+  let b0 = x > select(lo, hi, b3);
+  return select(vec4(0u), vec4(8u), b3) + select(vec4(0u), vec4(4u), b2) + select(vec4(0u), vec4(2u), b1) + select(vec4(0u), vec4(1u), b0);
+}
+
+/** Eight codes (lanes not live → 7, 0.0) as one word, nibble i = weight i. */
+fn pack_nibbles(lo: vec4<u32>, hi: vec4<u32>, live_lo: vec4<bool>, live_hi: vec4<bool>) -> u32 {
+  let a = select(vec4(7u), lo, live_lo);
+  let b = select(vec4(7u), hi, live_hi);
+  return a.x + a.y * 16u + a.z * 256u + a.w * 4096u + (b.x + b.y * 16u + b.z * 256u + b.w * 4096u) * 65536u;
 }
 
 @compute @workgroup_size(64)
@@ -51,35 +66,44 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let k0 = b * 64u;
   let k1 = min(K, k0 + 64u);
   let e0 = r * K;
-  var vals: array<u32, 64>;                              // the block's f32 bits, decoded once
-  var amaxBits = 0u;
+  var amax4 = vec4(0u);
   var bad = 0u;                                          // NaN / inf inputs (a corrupt checkpoint)
-  for (var k = k0; k < k1; k++) {
-    let v = load_bits(e0 + k);
-    vals[k - k0] = v;
-    amaxBits = max(amaxBits, v & 0x7fffffffu);
-    bad += select(0u, 1u, nonfinite_bits(v));
+  for (var k = k0; k < k1; k += 4u) {
+    let live = quad_live(k, k1);
+    let v = quad_bits(e0 + k);
+    amax4 = max(amax4, select(vec4(0u), v & vec4(0x7fffffffu), live));
+    bad += count_nonfinite(v, live);
   }
+  let amaxBits = max(max(amax4.x, amax4.y), max(amax4.z, amax4.w));
   let n = chunk.row0 + r;
   note_nonfinite(n, bad);
   absmax[n * chunk.NG + b] = amaxBits;
-  let live = amaxBits != 0u && amaxBits < 0x7f800000u;   // else every code is 7
   let amax = bitcast<f32>(amaxBits);
-  var inv = 0.0;
-  if (live) { inv = block_recip(amax); }
+  let out = n * chunk.KW;
   // words of this block; the last block of the row also fills the padding words up to KW
   let w1 = select(k0 / 8u + 8u, chunk.KW, b + 1u == chunk.NG);
-  for (var w = k0 / 8u; w < w1; w++) {
-    var word = 0x77777777u;
-    if (live) {
-      for (var i = 0u; i < 8u; i++) {
-        let k = w * 8u + i;
-        if (k < k1) {
-          let c = nf4_code(norm_by(bitcast<f32>(vals[k - k0]), amax, inv));
-          word = (word & ~(15u << (4u * i))) | (c << (4u * i));
+  if (amaxBits == 0u || amaxBits >= 0x7f800000u) {       // every code is 7
+    for (var w = k0 / 8u; w < w1; w++) { codes[out + w] = 0x77777777u; }
+  } else if (recip_ok(amaxBits)) {                       // w / absmax as w * (1 / absmax)
+    let inv = div_rn(1.0, amax);
+    for (var w = k0 / 8u; w < w1; w++) {
+      let k = w * 8u;
+      let lo = nf4_code4(bitcast<vec4<f32>>(quad_bits(e0 + k)) * inv);
+      let hi = nf4_code4(bitcast<vec4<f32>>(quad_bits(e0 + k + 4u)) * inv);
+      codes[out + w] = pack_nibbles(lo, hi, quad_live(k, k1), quad_live(k + 4u, k1));
+    }
+  } else {                                               // absmax outside [2^-100, 2^100): divide
+    for (var w = k0 / 8u; w < w1; w++) {
+      let k = w * 8u;
+      var x = array<vec4<f32>, 2>(vec4(0.0), vec4(0.0));
+      for (var h = 0u; h < 2u; h++) {
+        let live = quad_live(k + 4u * h, k1);
+        let v = bitcast<vec4<f32>>(quad_bits(e0 + k + 4u * h));
+        for (var i = 0u; i < 4u; i++) {
+          if (live[i]) { x[h][i] = div_rn(v[i], amax); }
         }
       }
+      codes[out + w] = pack_nibbles(nf4_code4(x[0]), nf4_code4(x[1]), quad_live(k, k1), quad_live(k + 4u, k1));
     }
-    codes[n * chunk.KW + w] = word;
   }
 }

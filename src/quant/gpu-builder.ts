@@ -4,7 +4,7 @@ import { DTYPE_BYTES, type DType } from '../util/dtype.ts';
 import type { QuantRuntime as Runtime, ShaderSource } from './format.ts';
 import quantCommon from '../../shaders/quant_common.wgsl?raw';
 
-/** Checkpoint dtypes the quantizers read (the `dtype` field of quant_common.wgsl's Chunk). */
+/** Checkpoint dtypes the quantizers read (quant_common.wgsl's override constant DTYPE). */
 const DTYPE_CODE: Partial<Record<DType, number>> = { F32: 0, F16: 1, BF16: 2 };
 
 /** A load-time quantizer kernel: a quant_*.wgsl file, compiled after quant_common.wgsl. */
@@ -56,7 +56,9 @@ const CHUNK_BYTES = 32; // struct Chunk: 8 × u32
  * The GPU half of every quantizing WeightBuilder. write() uploads a chunk of checkpoint rows,
  * raw (F32 / F16 / BF16 bytes, zero-padded to whole u32 words), into a staging buffer that is
  * reused across writes (grown when a chunk is larger), writes the Chunk uniform and dispatches
- * the quantizer, which writes codes and scales straight into the weight's buffers at row0.
+ * the quantizer, which writes codes and scales straight into the weight's buffers at row0. The
+ * quantizer is compiled once per checkpoint dtype met (its DTYPE constant; most weights meet one,
+ * a fused weight may meet two), each with its bind group over the current staging buffer.
  * Queue order (writeBuffer, then submit, per chunk) keeps chunks apart. The host never holds more
  * than the caller's chunk, and never converts it: decoding the dtype is the kernel's job.
  */
@@ -68,8 +70,9 @@ export class ChunkQuantizer {
    */
   readonly nonFinite: GPUBuffer;
   private staging: GPUBuffer | null = null;
-  private bindGroup: GPUBindGroup | null = null;
-  private readonly pipeline: GPUComputePipeline;
+  /** Per dtype code: the quantizer compiled for it and its bind group over `staging` (null after a regrowth). */
+  private readonly byDtype = new Map<number, { pipeline: GPUComputePipeline; bindGroup: GPUBindGroup | null }>();
+  private readonly kernel: ShaderSource;
   private readonly data = new Uint32Array(CHUNK_BYTES / 4);
   private readonly tail = new Uint8Array(4);
   private readonly rt: Runtime;
@@ -86,16 +89,16 @@ export class ChunkQuantizer {
     this.cols = cols;
     this.outputs = outputs;
     this.geo = geo;
-    this.pipeline = rt.pipeline(kernel.name, kernel.code, 'main', {});
+    this.kernel = kernel;
     this.uniform = rt.buffer(CHUNK_BYTES, `${label}.chunk`, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
     this.nonFinite = rt.buffer(16, `${label}.nonfinite`);
     rt.device.queue.writeBuffer(this.nonFinite, 0, new Uint32Array([0, NO_ROW, 0, 0]));
   }
 
   /** Fills the Chunk uniform (queued before the next submit); `units` overrides the geometry's. */
-  setChunk(c: { row0: number; rows: number; dtype: number; units?: number }): void {
+  setChunk(c: { row0: number; rows: number; units?: number }): void {
     const g = this.geo;
-    this.data.set([c.row0, c.rows, c.dtype, this.cols, g.group, g.rowWords, g.groups, c.units ?? g.units]);
+    this.data.set([c.row0, c.rows, this.cols, g.group, g.rowWords, g.groups, c.units ?? g.units, 0]);
     this.rt.device.queue.writeBuffer(this.uniform, 0, this.data);
   }
 
@@ -118,29 +121,35 @@ export class ChunkQuantizer {
     if (!this.staging || this.staging.size < padded) {
       this.staging?.destroy(); // destruction waits for submitted work that reads it
       this.staging = this.rt.buffer(Math.max(padded, 2 * (this.staging?.size ?? 0)), `${this.label}.staging`);
-      this.bindGroup = bindAt(
-        this.rt,
-        this.pipeline,
-        [[0, this.uniform], [1, this.staging], ...this.outputs.map((b, i): [number, GPUBuffer] => [2 + i, b]), [6, this.nonFinite]],
-        `${this.label}.quantize`,
-      );
+      for (const k of this.byDtype.values()) k.bindGroup = null;
     }
+    let k = this.byDtype.get(code);
+    if (!k) {
+      k = { pipeline: this.rt.pipeline(this.kernel.name, this.kernel.code, 'main', { DTYPE: code }), bindGroup: null };
+      this.byDtype.set(code, k);
+    }
+    k.bindGroup ??= bindAt(
+      this.rt,
+      k.pipeline,
+      [[0, this.uniform], [1, this.staging], ...this.outputs.map((b, i): [number, GPUBuffer] => [2 + i, b]), [6, this.nonFinite]],
+      `${this.label}.quantize`,
+    );
     if (whole > 0) q.writeBuffer(this.staging, 0, bytes as Uint8Array<ArrayBuffer>, 0, whole);
     if (padded > whole) {
       this.tail.fill(0);
       this.tail.set(bytes.subarray(whole));
       q.writeBuffer(this.staging, whole, this.tail);
     }
-    this.setChunk({ row0, rows: n, dtype: code });
+    this.setChunk({ row0, rows: n });
     const grid = split2d(Math.ceil((n * this.geo.units) / 64));
-    submitDispatches(this.rt, `${this.label}.quantize`, [{ pipeline: this.pipeline, bindGroup: this.bindGroup!, grid }]);
+    submitDispatches(this.rt, `${this.label}.quantize`, [{ pipeline: k.pipeline, bindGroup: k.bindGroup, grid }]);
   }
 
   /** Releases the staging and uniform buffers (after any work already submitted). */
   finish(): void {
     this.staging?.destroy();
     this.staging = null;
-    this.bindGroup = null;
+    this.byDtype.clear();
     this.uniform.destroy();
   }
 }

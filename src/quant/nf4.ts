@@ -105,7 +105,7 @@ export const nf4dqFormat: WeightFormat = {
       write: (row0, dtype, bytes) => q.write(row0, dtype, bytes),
       finish(): GpuWeight {
         // second pass over all absmax: the mean (one workgroup), then 8-bit codes per group of 256
-        q.setChunk({ row0: 0, rows: nb, dtype: 0, units: groups });
+        q.setChunk({ row0: 0, rows: nb, units: groups });
         const mean = rt.pipeline(secondPass.name, secondPass.code, 'mean', {});
         const quantize = rt.pipeline(secondPass.name, secondPass.code, 'quantize', {});
         const bind = (p: GPUComputePipeline, entries: Array<[number, GPUBuffer]>) => bindAt(rt, p, [[0, q.uniform], ...entries], `${label}.double_quant`);
