@@ -120,6 +120,22 @@ fn quad_bits(e: u32) -> vec4<u32> {
 /** Lanes of the quad at row offset k that lie before the end k1 (of a group, a block, a row). */
 fn quad_live(k: u32, k1: u32) -> vec4<bool> { return vec4(k) + vec4(0u, 1u, 2u, 3u) < vec4(k1); }
 
+/**
+ * One pass over row elements k0 .. k1 - 1 (k0 a multiple of 4) of the row starting at element e0:
+ * (max |w| as bits, the count of NaN / ±inf inputs, a corrupt checkpoint).
+ */
+fn scan_block(e0: u32, k0: u32, k1: u32) -> vec2<u32> {
+  var amax4 = vec4(0u);
+  var bad = 0u;
+  for (var k = k0; k < k1; k += 4u) {
+    let live = quad_live(k, k1);
+    let v = quad_bits(e0 + k);
+    amax4 = max(amax4, select(vec4(0u), v & vec4(0x7fffffffu), live));
+    bad += count_nonfinite(v, live);
+  }
+  return vec2(max(max(amax4.x, amax4.y), max(amax4.z, amax4.w)), bad);
+}
+
 /** Non-finite lanes (NaN / ±inf) among the live ones, counted. */
 fn count_nonfinite(bits: vec4<u32>, live: vec4<bool>) -> u32 {
   let n = select(vec4(0u), vec4(1u), live & ((bits & vec4(0x7fffffffu)) >= vec4(0x7f800000u)));

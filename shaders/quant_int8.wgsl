@@ -1,5 +1,5 @@
 // quant_int8.wgsl — load-time quantizer: checkpoint rows → int8 codes + f32 scales (appended to
-// quant_common.wgsl, which declares `chunk`, `src`, `quad_bits`, `quad_live`, `div_rn`, `recip_ok`).
+// quant_common.wgsl, which declares `chunk`, `src`, `scan_block`, `quad_bits`, `quad_live`, `div_rn`, `recip_ok`).
 //
 // Math:     per group of G consecutive weights of a row (the last group of a row may be partial):
 //           absmax = max |w|,  s = absmax / 127,  q = clamp(round(w · inv), -127, 127) with
@@ -37,15 +37,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let k0 = g * chunk.G;
   let k1 = min(K, k0 + chunk.G);
   let e0 = r * K;
-  var amax4 = vec4(0u);
-  var bad = 0u;                                       // NaN / inf inputs (a corrupt checkpoint)
-  for (var k = k0; k < k1; k += 4u) {
-    let live = quad_live(k, k1);
-    let v = quad_bits(e0 + k);
-    amax4 = max(amax4, select(vec4(0u), v & vec4(0x7fffffffu), live));
-    bad += count_nonfinite(v, live);
-  }
-  let amax = max(max(amax4.x, amax4.y), max(amax4.z, amax4.w));
+  let scan = scan_block(e0, k0, k1);                  // (absmax bits, NaN / inf inputs)
+  let amax = scan.x;
+  let bad = scan.y;
   let finite = amax < 0x7f800000u;
   var sBits = amax;                                   // inf / NaN kept; 0 stays 0
   if (amax != 0u && finite) { sBits = bitcast<u32>(div_rn(bitcast<f32>(amax), 127.0)); }

@@ -66,15 +66,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let k0 = b * 64u;
   let k1 = min(K, k0 + 64u);
   let e0 = r * K;
-  var amax4 = vec4(0u);
-  var bad = 0u;                                          // NaN / inf inputs (a corrupt checkpoint)
-  for (var k = k0; k < k1; k += 4u) {
-    let live = quad_live(k, k1);
-    let v = quad_bits(e0 + k);
-    amax4 = max(amax4, select(vec4(0u), v & vec4(0x7fffffffu), live));
-    bad += count_nonfinite(v, live);
-  }
-  let amaxBits = max(max(amax4.x, amax4.y), max(amax4.z, amax4.w));
+  let scan = scan_block(e0, k0, k1);                  // (absmax bits, NaN / inf inputs)
+  let amaxBits = scan.x;
+  let bad = scan.y;
   let n = chunk.row0 + r;
   note_nonfinite(n, bad);
   absmax[n * chunk.NG + b] = amaxBits;
