@@ -26,9 +26,10 @@
 // no implementation can flush or reorder. div_rn is slow (25 iterations), so a quantizer divides
 // once per block: it normalises weights by a block scale d as w * inv, inv = div_rn(1, d)
 // (bitsandbytes normalises with w * (1 / absmax) too), `*` being correctly rounded. GPUs may flush
-// subnormal operands and results of `*`, so `norm_by` below keeps that path to 2^-100 ≤ d <
+// subnormal operands and results of `*`, so `recip_ok` below keeps that path to 2^-100 ≤ d <
 // 2^100, where inv is normal and any product that meets a subnormal has |x| < 2^-26 (a code of
-// 0.0 either way); outside it, it divides each weight exactly. The CPU reference branches alike.
+// 0.0 either way); outside it, it divides each weight exactly (int8 and nf4 test recip_ok once
+// per block and run one loop or the other; nf4-dq tests it per value, in `norm_by`). The CPU reference branches alike.
 // The first pass's scales (int8's s, nf4's absmax) are stored as bits (array<u32>), so no
 // implementation can canonicalise a NaN or flush a subnormal on the way.
 

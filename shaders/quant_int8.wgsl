@@ -4,7 +4,7 @@
 // Math:     per group of G consecutive weights of a row (the last group of a row may be partial):
 //           absmax = max |w|,  s = absmax / 127,  q = clamp(round(w · inv), -127, 127) with
 //           inv = 1 / s computed once per group (div_rn; `round` is half to even). Where
-//           s ∉ [2^-100, 2^100) each q is round(w / s) instead (norm_by in quant_common.wgsl).
+//           s ∉ [2^-100, 2^100) each q is round(w / s) instead (div_rn, as recip_ok in quant_common.wgsl says).
 //           absmax = 0, or s rounding to 0 → s = 0 and q = 0; a group holding inf or NaN →
 //           s = that absmax (inf / NaN) and q = 0.
 // Buffers:  codes  u32[N * KW], KW = 4 · ceil(K / 16) = ceil(K / 4) rounded up to a multiple of 4

@@ -6,7 +6,7 @@
 //           absmax = max |w|,  code = bnb's dQuantizeNF4(w · inv), inv = 1 / absmax computed once
 //           per block (div_rn), as bitsandbytes normalises (w * (1 / absmax)); the nearest of the
 //           16 NF4 values, by bnb's decision tree on the f32 midpoints. Where absmax ∉
-//           [2^-100, 2^100) each weight is divided instead (norm_by in quant_common.wgsl).
+//           [2^-100, 2^100) each weight is divided instead (div_rn, as recip_ok in quant_common.wgsl says).
 //           absmax = 0 → every code 7 (0.0); a block holding inf or NaN → every code 7 and its
 //           absmax is that inf / NaN.
 // Buffers:  codes  u32[N * KW], KW = 4 · ceil(K / 32) = ceil(K / 8) rounded up to a multiple of 4
