@@ -137,6 +137,15 @@ fn scan_block(e0: u32, k0: u32, k1: u32) -> vec2<u32> {
   return vec2(max(max(amax4.x, amax4.y), max(amax4.z, amax4.w)), bad);
 }
 
+/** w / d for the live lanes (div_rn, exact; the others 0): blocks outside recip_ok's range. */
+fn div_quad(w: vec4<f32>, d: f32, live: vec4<bool>) -> vec4<f32> {
+  var x = vec4(0.0);
+  for (var i = 0u; i < 4u; i++) {
+    if (live[i]) { x[i] = div_rn(w[i], d); }
+  }
+  return x;
+}
+
 /** Non-finite lanes (NaN / ±inf) among the live ones, counted. */
 fn count_nonfinite(bits: vec4<u32>, live: vec4<bool>) -> u32 {
   let n = select(vec4(0u), vec4(1u), live & ((bits & vec4(0x7fffffffu)) >= vec4(0x7f800000u)));

@@ -1,5 +1,6 @@
 // quant_int8.wgsl — load-time quantizer: checkpoint rows → int8 codes + f32 scales (appended to
-// quant_common.wgsl, which declares `chunk`, `src`, `scan_block`, `quad_bits`, `quad_live`, `div_rn`, `recip_ok`).
+// quant_common.wgsl, which declares `chunk`, `src`, `scan_block`,
+// `quad_bits`, `quad_live`, `div_quad`, `div_rn`, `recip_ok`).
 //
 // Math:     per group of G consecutive weights of a row (the last group of a row may be partial):
 //           absmax = max |w|,  s = absmax / 127,  q = clamp(round(w · inv), -127, 127) with
@@ -15,7 +16,8 @@
 // Dispatch: one thread per (row, group): units = NG. G is a multiple of 4 or equals K, so a
 //           group owns whole words and threads never share a word. The thread reads its group
 //           twice, 4 weights (one code word) at a time: absmax, then the codes, in one of three
-//           loops chosen once per group (all 0 / w · inv / divided), each without a per-weight branch.
+//           loops chosen once per group (all 0 / w · inv / divided lane by lane); the first two,
+//           the ones real checkpoints meet, have no per-weight branch.
 
 @group(0) @binding(2) var<storage, read_write> codes: array<u32>;
 @group(0) @binding(3) var<storage, read_write> scales: array<u32>;
@@ -58,12 +60,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   } else {                                            // s outside [2^-100, 2^100): divide each weight
     for (var k = k0; k < k1; k += 4u) {
       let live = quad_live(k, k1);
-      let w = bitcast<vec4<f32>>(quad_bits(e0 + k));
-      var x = vec4(0.0);
-      for (var i = 0u; i < 4u; i++) {
-        if (live[i]) { x[i] = div_rn(w[i], s); }
-      }
-      codes[out + k / 4u] = pack_codes(x, live);
+      codes[out + k / 4u] = pack_codes(div_quad(bitcast<vec4<f32>>(quad_bits(e0 + k)), s, live), live);
     }
   }
 }

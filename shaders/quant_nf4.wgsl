@@ -19,9 +19,10 @@
 // Dispatch: one thread per (row, block): units = NG. A block owns 8 whole words; the last block
 //           of a row owns the words up to KW (at most 8: KW ≤ 8 · NG). The thread reads its
 //           block twice, 4 weights at a time (quad_bits): absmax, then the codes, in one of three
-//           loops chosen once per block (all 7 / w · inv / divided). No private array (a 64-entry
-//           one spills to memory on some compilers) and no per-weight branch: nf4_code4 is the
-//           decision tree as a ladder of selects over 4 lanes.
+//           loops chosen once per block (all 7 / w · inv / divided lane by lane, `div_quad`). No
+//           private array (a 64-entry one spills to memory on some compilers), and the first two
+//           loops have no per-weight branch: nf4_code4 is the decision tree as a ladder of selects
+//           over 4 lanes.
 
 @group(0) @binding(2) var<storage, read_write> codes: array<u32>;
 @group(0) @binding(3) var<storage, read_write> absmax: array<u32>;
@@ -89,15 +90,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   } else {                                               // absmax outside [2^-100, 2^100): divide
     for (var w = k0 / 8u; w < w1; w++) {
       let k = w * 8u;
-      var x = array<vec4<f32>, 2>(vec4(0.0), vec4(0.0));
-      for (var h = 0u; h < 2u; h++) {
-        let live = quad_live(k + 4u * h, k1);
-        let v = bitcast<vec4<f32>>(quad_bits(e0 + k + 4u * h));
-        for (var i = 0u; i < 4u; i++) {
-          if (live[i]) { x[h][i] = div_rn(v[i], amax); }
-        }
-      }
-      codes[out + w] = pack_nibbles(nf4_code4(x[0]), nf4_code4(x[1]), quad_live(k, k1), quad_live(k + 4u, k1));
+      let live_lo = quad_live(k, k1);
+      let live_hi = quad_live(k + 4u, k1);
+      let lo = nf4_code4(div_quad(bitcast<vec4<f32>>(quad_bits(e0 + k)), amax, live_lo));
+      let hi = nf4_code4(div_quad(bitcast<vec4<f32>>(quad_bits(e0 + k + 4u)), amax, live_hi));
+      codes[out + w] = pack_nibbles(lo, hi, live_lo, live_hi);
     }
   }
 }
